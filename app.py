@@ -1,0 +1,58 @@
+"""Builds the Litestar application: routes, problem handlers, the API-role pool, OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import asyncpg
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+
+from control_plane import problems
+from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
+from control_plane.database import create_pool
+from control_plane.errors import DomainError
+from control_plane.openapi import document_request_bodies
+from routes.admin import admin_router
+from routes.ops import healthz, readyz
+from routes.runtime_nodes import runtime_node_router
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def open_pool(app: Litestar) -> None:
+        app.state.pool = await create_pool(settings)
+
+    async def close_pool(app: Litestar) -> None:
+        await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
+
+    app = Litestar(
+        route_handlers=[admin_router, runtime_node_router, healthz, readyz],
+        on_startup=[open_pool],
+        on_shutdown=[close_pool],
+        state=State({"settings": settings, "started_monotonic": time.monotonic()}),
+        request_max_body_size=MAX_BODY_BYTES,
+        exception_handlers={
+            DomainError: problems.on_domain_error,
+            asyncpg.PostgresConnectionError: problems.on_connection_error,
+            asyncpg.InterfaceError: problems.on_connection_error,
+            OSError: problems.on_connection_error,
+            TimeoutError: problems.on_connection_error,
+            asyncpg.PostgresError: problems.on_postgres_error,
+            ValidationException: problems.on_validation_error,
+            HTTPException: problems.on_http_exception,
+            Exception: problems.on_unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="Runtime-node control plane",
+            version="1.0.0",
+            path="/schema",
+        ),
+        debug=False,
+    )
+    return document_request_bodies(app)

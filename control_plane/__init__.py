@@ -1,0 +1,1 @@
+"""Runtime-node control plane: the Python side (configuration, database, HTTP plumbing)."""

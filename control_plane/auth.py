@@ -1,0 +1,49 @@
+"""Bearer credentials: parse the header, digest participant tokens, check the admin token.
+
+Participant tokens are resolved inside each SQL function from their SHA-256 digest, in the same
+call as the operation: no lookup round trip here and nothing cached, so revocation is immediate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from control_plane import errors
+from control_plane.errors import DomainError
+
+_MAX_TOKEN_CHARS = 512
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or a 401 refusal."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token and len(token) <= _MAX_TOKEN_CHARS:
+            return token
+    raise DomainError(errors.UNAUTHENTICATED, "missing, unknown, expired or revoked bearer token")
+
+
+def participant_digest(authorization: str | None) -> bytes:
+    """SHA-256 of the participant bearer token: what the SQL functions authenticate with."""
+    return hashlib.sha256(bearer_token(authorization).encode()).digest()
+
+
+def is_admin(authorization: str | None, admin_token: str | None) -> bool:
+    """Constant-time check of the admin token; always false while no admin token is set."""
+    if not admin_token or not authorization:
+        return False
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token.strip().encode(), admin_token.encode())
+
+
+def require_admin(authorization: str | None, admin_token: str | None) -> None:
+    if not admin_token:
+        raise DomainError(errors.FORBIDDEN_ADMIN, "the admin API is disabled")
+    if not authorization:
+        raise DomainError(errors.UNAUTHENTICATED, "missing admin bearer token")
+    if not is_admin(authorization, admin_token):
+        raise DomainError(errors.FORBIDDEN_ADMIN, "the admin API needs the admin token")

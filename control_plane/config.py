@@ -1,0 +1,51 @@
+"""Every environment variable the service reads, in one place (read once at start-up)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = REPO_ROOT / "sql"
+
+MAX_BODY_BYTES = 64 * 1024  # SPEC §6: request bodies above this → 413
+MAX_CAPABILITIES_BYTES = 16 * 1024  # compact JSON
+MAX_CAPABILITIES_DEPTH = 8
+RETRY_AFTER_SECONDS = 5  # one sweep interval: a daemon retrying then finds the database back
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    api_database_url: str | None
+    admin_token: str | None
+    host: str
+    port: int
+    workers: int
+    pool_size: int
+    state_dir: Path
+
+    @property
+    def api_password_file(self) -> Path:
+        return self.state_dir / "api-role.password"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    database_url = env.get("DATABASE_URL", "").strip()
+    if not database_url:
+        raise SystemExit(
+            "DATABASE_URL is not set. Use `make run` (it starts the embedded cluster) "
+            "or export DATABASE_URL=postgresql://superuser@host/db"
+        )
+    return Settings(
+        database_url=database_url,
+        api_database_url=env.get("CONTROL_PLANE_API_DATABASE_URL") or None,
+        admin_token=env.get("CONTROL_PLANE_ADMIN_TOKEN") or None,
+        host=env.get("HOST", "127.0.0.1"),
+        port=int(env.get("PORT", "8000")),
+        workers=int(env.get("WEB_CONCURRENCY", "2")),
+        pool_size=int(env.get("DB_POOL_SIZE", "8")),
+        state_dir=Path(env.get("CONTROL_PLANE_STATE_DIR", str(REPO_ROOT / ".local"))),
+    )

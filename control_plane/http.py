@@ -1,0 +1,86 @@
+"""Request plumbing shared by every handler: strict body decoding, path checks, JSON replies."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any, TypeVar
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response
+
+from control_plane import errors
+from control_plane.errors import DomainError
+from control_plane.schemas import is_valid_node_id
+
+T = TypeVar("T")
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+@cache
+def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
+    # Strict: no string-to-number coercion; unknown fields are rejected by the structs.
+    return msgspec.json.Decoder(type_, strict=True)
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON_MEDIA_TYPE or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def read_body(
+    request: Request[Any, Any, Any], type_: type[T], *, optional: bool = False
+) -> T:
+    """Decode the JSON body strictly into `type_`, or refuse with 415/400 (413 by Litestar)."""
+    raw = await request.body()
+    if not raw:
+        if optional:
+            return _decoder(type_).decode(b"{}")
+        raise DomainError(errors.INVALID, "a JSON request body is required")
+    if not _is_json(request.headers.get("content-type")):
+        raise DomainError(
+            errors.UNSUPPORTED_MEDIA_TYPE, "the request body must be application/json"
+        )
+    try:
+        return _decoder(type_).decode(raw)
+    except msgspec.ValidationError as exc:
+        raise DomainError(errors.INVALID, str(exc)) from None
+    except msgspec.DecodeError:
+        raise DomainError(errors.INVALID, "the request body is not valid JSON") from None
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def path_uuid(value: str, name: str) -> UUID:
+    """A canonical UUID in any case (responses are lower case), else 400."""
+    if _UUID.fullmatch(value) is None:
+        raise DomainError(errors.INVALID, f"{name} is not a UUID")
+    return UUID(value)
+
+
+def path_node_id(value: str) -> str:
+    if not is_valid_node_id(value):
+        raise DomainError(
+            errors.INVALID, "nodeId must be 1-256 characters without control characters"
+        )
+    return value
+
+
+def json_response(payload: str | bytes, status: int = 200) -> Response[Any]:
+    """Pass a jsonb result built by a SQL function straight through."""
+    return Response(payload, status_code=status, media_type=JSON_MEDIA_TYPE)
+
+
+def no_content() -> Response[None]:
+    return Response(None, status_code=204)
+
+
+def encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()

@@ -1,0 +1,113 @@
+"""`python -m control_plane.migrate`: bring a database to head.
+
+1. checks that pg_cron is preloaded and this database is its `cron.database_name`;
+2. applies the yoyo migrations in `sql/migrations` (plain SQL, one transaction each);
+3. re-applies every `sql/functions/*.sql` file (CREATE OR REPLACE) as `control_plane_owner`, in one
+   transaction, after revoking every function grant, so each file's own GRANTs are the whole
+   truth about what the API role may call;
+4. gives the API login role a generated password kept in the state dir (ignored by the embedded
+   cluster's local trust), unless CONTROL_PLANE_API_DATABASE_URL says how to log in.
+
+Runs as the DATABASE_URL login, which must be a superuser (it creates roles and pg_cron jobs).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from yoyo import get_backend, read_migrations
+
+from control_plane.config import SQL_DIR, Settings, load_settings
+from control_plane.database import API_ROLE
+
+
+def _yoyo_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def check_pg_cron(conn: psycopg.Connection) -> None:
+    preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+    if "pg_cron" not in [lib.strip() for lib in preload.split(",")]:
+        sys.exit(
+            "pg_cron is not preloaded on this server: add shared_preload_libraries = 'pg_cron' "
+            "and cron.database_name = '<this database>' to postgresql.conf and restart it."
+        )
+    cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]
+    this_db = conn.execute("SELECT current_database()").fetchone()[0]
+    if (cron_db or "postgres") != this_db:
+        sys.exit(
+            f"pg_cron runs in database {cron_db or 'postgres'!r}, not {this_db!r}: set "
+            f"cron.database_name = '{this_db}' (the sweep job must live in this database)."
+        )
+
+
+def apply_migrations(url: str) -> list[str]:
+    backend = get_backend(_yoyo_url(url))
+    migrations = read_migrations(str(SQL_DIR / "migrations"))
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return [m.id for m in pending]
+
+
+def function_files() -> list[Path]:
+    return sorted((SQL_DIR / "functions").glob("*.sql"))
+
+
+def apply_functions(conn: psycopg.Connection) -> int:
+    files = function_files()
+    with conn.transaction():
+        # Let the owner's ops function read yoyo's bookkeeping (schema-at-head readiness).
+        conn.execute("GRANT SELECT ON public._yoyo_migration TO control_plane_owner")
+        conn.execute("SET LOCAL ROLE control_plane_owner")
+        conn.execute(
+            "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA control_plane FROM PUBLIC, control_plane_api"
+        )
+        conn.execute(
+            "REVOKE ALL ON ALL PROCEDURES IN SCHEMA control_plane FROM PUBLIC, control_plane_api"
+        )
+        for path in files:
+            try:
+                conn.execute(path.read_text())
+            except psycopg.Error as exc:
+                raise SystemExit(f"{path.relative_to(SQL_DIR.parent)}: {exc}") from exc
+    return len(files)
+
+
+def ensure_api_password(conn: psycopg.Connection, settings: Settings) -> None:
+    if settings.api_database_url:
+        return
+    path = settings.api_password_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    password = path.read_text().strip()
+    conn.execute(
+        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(API_ROLE), sql.Literal(password))
+    )
+
+
+def main() -> None:
+    settings = load_settings()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        check_pg_cron(conn)
+    applied = apply_migrations(settings.database_url)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        count = apply_functions(conn)
+        ensure_api_password(conn, settings)
+    print(
+        f"migrate: {len(applied)} migration(s) applied, {count} function file(s) applied",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Request and response shapes (msgspec): camelCase, unknown fields rejected, strict types.
+
+Business rules live in SQL; these structs only guard the schema boundary (types, lengths,
+enumerations that a daemon may never send), so bad input is refused before any database work.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+from control_plane.config import MAX_CAPABILITIES_BYTES, MAX_CAPABILITIES_DEPTH
+
+# `(?!\n)$`: Python's `$` also matches before a trailing newline; this form does not, and it is
+# valid ECMAScript too, so the OpenAPI document carries the same pattern.
+VERSION_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?!\n)$"
+NODE_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+(?!\n)$"
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+Version = Annotated[str, Meta(max_length=64, pattern=VERSION_PATTERN, examples=["1.4"])]
+NodeId = Annotated[str, Meta(min_length=1, max_length=256, pattern=NODE_ID_PATTERN)]
+Reason = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"\S")]
+Label = Annotated[str, Meta(min_length=1, max_length=200)]
+SelfReportedHealth = Literal["online", "degraded"]
+SlotState = Literal["registering", "online", "degraded", "offline", "revoked"]
+Capabilities = dict[str, Any]
+
+
+def is_valid_node_id(value: str) -> bool:
+    return 1 <= len(value) <= 256 and _CONTROL_CHARS.search(value) is None
+
+
+def check_capabilities(value: dict[str, Any], *, non_empty: bool = False) -> None:
+    """Size (compact JSON) and depth caps; NUL and non-finite numbers that jsonb cannot hold."""
+    if non_empty and not value:
+        raise ValueError("capabilities must declare at least one capability")
+    if len(msgspec.json.encode(value)) > MAX_CAPABILITIES_BYTES:
+        raise ValueError(f"capabilities exceed {MAX_CAPABILITIES_BYTES} bytes of compact JSON")
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_CAPABILITIES_DEPTH:
+                raise ValueError(f"capabilities nest deeper than {MAX_CAPABILITIES_DEPTH}")
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise ValueError("capabilities contain a NUL character")
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > MAX_CAPABILITIES_DEPTH:
+                raise ValueError(f"capabilities nest deeper than {MAX_CAPABILITIES_DEPTH}")
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("capabilities contain a NUL character")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("capabilities contain a non-finite number")
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True):
+    """Base of every request body."""
+
+
+# --- runtime-node requests -------------------------------------------------------------------
+
+
+class AttachRequest(Body):
+    participant_id: UUID
+    node_id: NodeId
+    client_version: Version
+    capabilities: Capabilities
+    health_state: SelfReportedHealth  # accepted, not stored: a fresh slot is registering
+
+    def __post_init__(self) -> None:
+        if not is_valid_node_id(self.node_id):
+            raise ValueError("nodeId must be 1-256 characters without control characters")
+        check_capabilities(self.capabilities)
+
+
+class DeclarationRequest(Body):
+    capabilities: Capabilities
+
+    def __post_init__(self) -> None:
+        check_capabilities(self.capabilities, non_empty=True)
+
+
+class HealthChanges(Body):
+    state: SelfReportedHealth
+    reason: Reason | None = None
+
+
+class CapabilityUpdateRequest(Body):
+    capabilities: Capabilities
+    health_changes: HealthChanges | None = None  # null means absent
+
+    def __post_init__(self) -> None:
+        check_capabilities(self.capabilities)
+
+
+class HeartbeatRequest(Body):
+    health_state: SelfReportedHealth
+
+
+class ReasonRequest(Body):
+    """Detach and revoke: an optional reason, accepted and not stored."""
+
+    reason: Reason | None = None
+
+
+# --- admin requests ---------------------------------------------------------------------------
+
+
+class CreateParticipantRequest(Body):
+    display_name: Label | None = None
+
+
+class IssueTokenRequest(Body):
+    label: Label | None = None
+    expires_in_seconds: Annotated[int, Meta(ge=1, le=2_147_483_647)] | None = None
+
+
+class CreateSessionRequest(Body):
+    min_client_version: Version | None = None
+    state: Literal["provisioning", "active", "archived", "closed"] = "active"
+
+
+class PutMembershipRequest(Body):
+    role: Literal["owner", "collaborator", "runtime_contributor", "viewer"]
+    state: Literal["pending", "active", "suspended", "revoked"]
+
+
+class RaiseFloorRequest(Body):
+    # null is accepted by the schema so that "clearing" gets its 409 from the SQL rule.
+    min_client_version: Version | None
+
+
+# --- responses (documentation: the SQL functions build the exact JSON) -------------------------
+
+
+class Response_(msgspec.Struct, rename="camel"):
+    """Base of response shapes."""
+
+
+class AttachResult(Response_):
+    attachment_id: UUID
+    session_id: UUID
+    node_id: str
+    participant_id: UUID
+    state: SlotState
+    read_only: bool
+    client_version: str
+    attached_at: str
+
+
+class NodeStateResult(Response_):
+    node_id: str
+    state: SlotState
+    updated_at: str
+
+
+class RosterNode(Response_):
+    attachment_id: UUID
+    node_id: str
+    participant_id: UUID
+    state: SlotState
+    health_state: Literal["online", "degraded", "offline"] | None
+    last_heartbeat_at: str | None
+    read_only: bool
+    capabilities: dict[str, Any]
+    client_version: str
+    attached_at: str
+
+
+class RosterResult(Response_):
+    nodes: list[RosterNode]
+
+
+class ParticipantResult(Response_):
+    participant_id: UUID
+
+
+class TokenResult(Response_):
+    token_id: UUID
+    token: str
+    expires_at: str | None
+
+
+class SessionResult(Response_):
+    session_id: UUID
+    state: str
+    min_client_version: str | None
+
+
+class MembershipResult(Response_):
+    session_id: UUID
+    participant_id: UUID
+    role: str
+    state: str
+    joined_at: str | None
+
+
+class FloorResult(Response_):
+    session_id: UUID
+    min_client_version: str
