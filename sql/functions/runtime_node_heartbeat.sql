@@ -1,0 +1,140 @@
+-- SPEC §6.4: the hot path. One set-based statement authorizes every beat with its own token and
+-- upserts presence on the database clock. Exempt from the version floor.
+--
+-- Concurrency: each authorized beat takes FOR KEY SHARE on the node's attachment. Detach and
+-- revoke take FOR UPDATE on it, which conflicts: a beat either commits before the detach (and the
+-- detach then sets presence offline) or waits and re-checks the slot, finds it no longer active
+-- and is refused — a detached node is never left online. Declarations and capability updates
+-- take only NO KEY UPDATE, so beats never wait for them. Presence rows are written in node_id
+-- order, so concurrent batches cannot deadlock on them.
+--
+-- Durability: the beat runs with synchronous_commit = off for the rest of its transaction (a
+-- function's SET clause would be undone before COMMIT, hence set_config(..., true)). A crash can
+-- lose only the last few hundred milliseconds of beats; the next beat, 15 s later, rewrites the
+-- same row, and the sweep's gap guard grants grace after an outage. No slot, membership or
+-- session write is ever asynchronous unless a caller mixes it into a heartbeat's transaction.
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat_batch(
+    p_token_sha256s bytea[],
+    p_node_ids text[],
+    p_health_states text[]
+)
+    RETURNS smallint[]
+    LANGUAGE plpgsql
+    VOLATILE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_statuses smallint[];
+BEGIN
+    IF p_token_sha256s IS NULL OR p_node_ids IS NULL OR p_health_states IS NULL
+       OR coalesce(array_ndims(p_token_sha256s), 1) <> 1
+       OR coalesce(array_ndims(p_node_ids), 1) <> 1
+       OR coalesce(array_ndims(p_health_states), 1) <> 1
+       OR cardinality(p_token_sha256s) <> cardinality(p_node_ids)
+       OR cardinality(p_token_sha256s) <> cardinality(p_health_states) THEN
+        RAISE EXCEPTION 'token digests, node ids and health states must be arrays of equal length'
+            USING ERRCODE = 'CP400';
+    END IF;
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    WITH item AS (
+        SELECT i.ord, i.node, i.health, t.participant_id
+          FROM unnest(p_token_sha256s, p_node_ids, p_health_states)
+               WITH ORDINALITY AS i (token_sha256, node, health, ord)
+          LEFT JOIN participant_tokens t
+            ON t.token_sha256 = i.token_sha256
+           AND t.revoked_at IS NULL
+           AND (t.expires_at IS NULL OR t.expires_at > now())
+    ),
+    allowed AS (
+        -- The caller owns the node's active attachment and is an active member of its
+        -- session. The lock re-checks these conditions if a detach/revoke got there first.
+        SELECT item.ord, a.node_id, item.health
+          FROM item
+          JOIN runtime_node_attachments a
+            ON a.node_id = item.node
+           AND a.participant_id = item.participant_id
+           AND a.state IN ('registering', 'online', 'degraded')
+         WHERE item.health IN ('online', 'degraded')
+           AND EXISTS (SELECT 1 FROM session_memberships m
+                        WHERE m.session_id = a.session_id
+                          AND m.participant_id = a.participant_id
+                          AND m.state = 'active')
+         ORDER BY a.node_id
+           FOR KEY SHARE OF a
+    ),
+    beat AS (
+        -- A node beating twice in one batch: the last item wins (both get 204).
+        INSERT INTO runtime_node_presence AS p (node_id, last_heartbeat_at, health_state)
+        SELECT DISTINCT ON (allowed.node_id) allowed.node_id, now(), allowed.health
+          FROM allowed
+         ORDER BY allowed.node_id, allowed.ord DESC
+        ON CONFLICT (node_id) DO UPDATE
+           SET last_heartbeat_at = EXCLUDED.last_heartbeat_at,
+               health_state = EXCLUDED.health_state
+    )
+    SELECT coalesce(array_agg(
+               CASE WHEN item.health IS NULL OR item.health NOT IN ('online', 'degraded')
+                        THEN 400
+                    WHEN item.participant_id IS NULL THEN 401
+                    WHEN ok.ord IS NOT NULL THEN 204
+                    ELSE 403
+               END::smallint ORDER BY item.ord), '{}')
+      FROM item
+      LEFT JOIN (SELECT DISTINCT allowed.ord FROM allowed) ok ON ok.ord = item.ord
+    INTO v_statuses;
+    RETURN v_statuses;
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[]) IS
+    'Heartbeats, set-based (SPEC §6.4): item i is (token digest i, node id i, health i); the three '
+    'arrays must have equal length (else CP400). Returns one HTTP status per item, in order: 400 '
+    'health not online|degraded; 401 unknown, expired or revoked token; 403 the token''s '
+    'participant does not own the node''s active attachment or is not an active member of its '
+    'session (no presence written); 204 presence upserted with last_heartbeat_at = now() (database '
+    'clock) and the reported health. Each item is authorized with its own token. A node beating '
+    'twice in one batch: the last item wins. Exempt from the version floor. Takes FOR KEY SHARE '
+    'on each attachment (detach/revoke take FOR UPDATE), writes presence rows in node_id order, '
+    'and sets synchronous_commit = off for its transaction (a crash may lose the latest beats; '
+    'liveness is re-asserted every 15 s).';
+GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
+    TO control_plane_api;
+
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat(
+    p_token_sha256 bytea,
+    p_node_id text,
+    p_health_state text
+)
+    RETURNS void
+    LANGUAGE plpgsql
+    VOLATILE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_status smallint;
+BEGIN
+    -- One rule set: the batch of one. Its verdict becomes this call's SQLSTATE.
+    v_status := (runtime_node_heartbeat_batch(
+                     ARRAY[p_token_sha256], ARRAY[p_node_id], ARRAY[p_health_state]))[1];
+    CASE v_status
+        WHEN 204 THEN
+            RETURN;
+        WHEN 400 THEN
+            RAISE EXCEPTION 'healthState must be online or degraded' USING ERRCODE = 'CP400';
+        WHEN 401 THEN
+            PERFORM caller_participant(p_token_sha256);  -- raises CP401 with its own message
+            RAISE EXCEPTION 'bearer token no longer valid' USING ERRCODE = 'CP401';
+        ELSE
+            RAISE EXCEPTION 'permission denied' USING ERRCODE = 'CP403';
+    END CASE;
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) IS
+    'Heartbeat of one node (SPEC §6.4): runtime_node_heartbeat_batch with one item, its verdict '
+    'raised as CP400 (health not online|degraded), CP401 (token) or CP403 ''permission denied'' '
+    '(caller does not own the node''s active attachment or is not an active member of its '
+    'session; no presence row is written). On success presence is upserted with '
+    'last_heartbeat_at = now() (database clock) and the reported health. Exempt from the version '
+    'floor. Leaves synchronous_commit off for its transaction (see the batch).';
+GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text)
+    TO control_plane_api;
