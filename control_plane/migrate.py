@@ -78,6 +78,11 @@ def apply_functions(conn: psycopg.Connection) -> int:
                 conn.execute(path.read_text())
             except psycopg.Error as exc:
                 raise SystemExit(f"{path.relative_to(SQL_DIR.parent)}: {exc}") from exc
+        # A function created for the first time gets PostgreSQL's global default EXECUTE for
+        # PUBLIC (a per-schema ALTER DEFAULT PRIVILEGES cannot revoke a global default), so
+        # revoke it again now that every file ran: only the files' explicit GRANTs remain.
+        conn.execute("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA control_plane FROM PUBLIC")
+        conn.execute("REVOKE EXECUTE ON ALL PROCEDURES IN SCHEMA control_plane FROM PUBLIC")
     return len(files)
 
 
