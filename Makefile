@@ -1,0 +1,91 @@
+# `make run`  : set everything up and serve the API on the embedded cluster (or DATABASE_URL)
+# `make test` : set everything up and run every test (pgTAP via pg_prove, then pytest)
+# Recipes are bash with `set -euo pipefail`; each recipe runs in one shell.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+
+PY := .venv/bin/python
+
+.PHONY: help venv run test migrate db-stop db-psql db-status lint bench drills clean
+
+help:
+	@echo "make run     - install what is missing, migrate, serve the API (HOST/PORT/DATABASE_URL)"
+	echo "make test    - install what is missing, fresh test cluster, pg_prove tests/sql, pytest"
+	echo "make migrate - migrate the run database (or DATABASE_URL)"
+	echo "make lint | db-psql | db-status | db-stop | bench | drills | clean"
+
+venv:
+	@bash scripts/venv.sh
+
+run: venv
+	@out="$$(bash scripts/env.sh run)"
+	eval "$$out"
+	$(PY) -m control_plane.migrate
+	exec $(PY) -m control_plane.serve
+
+migrate: venv
+	@out="$$(bash scripts/env.sh run)"
+	eval "$$out"
+	$(PY) -m control_plane.migrate
+
+test: venv
+	@out="$$(bash scripts/env.sh test)"
+	eval "$$out"
+	if [[ -n "$${CONTROL_PLANE_LOCAL_CLUSTER:-}" ]]; then
+	  trap 'bash scripts/local-db.sh down test || true' EXIT
+	fi
+	$(PY) -m control_plane.migrate
+	shopt -s nullglob
+	sql_tests=(tests/sql/*.sql)
+	if (( $${#sql_tests[@]} )); then
+	  echo "== pgTAP: $${#sql_tests[@]} file(s)" >&2
+	  # pg_prove cannot take a URL with query parameters: hand it libpq's PG* variables
+	  pgenv="$$($(PY) scripts/libpq_env.py "$$DATABASE_URL")"
+	  (
+	    eval "$$pgenv"
+	    export PGOPTIONS="$${PGOPTIONS:-} -c client_min_messages=warning"
+	    "$$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS pgtap'
+	    pg_prove --psql-bin "$$PG_BINDIR/psql" "$${sql_tests[@]}"
+	  )
+	else
+	  echo "== pgTAP: no tests/sql/*.sql files, skipping pg_prove" >&2
+	fi
+	echo "== pytest" >&2
+	$(PY) -m pytest -q tests
+
+db-stop:
+	@bash scripts/local-db.sh down run
+	bash scripts/local-db.sh down test
+
+db-status:
+	@bash scripts/local-db.sh status
+
+db-psql:
+	@bindir="$$(bash scripts/ensure-packages.sh)"
+	url="$$(bash scripts/local-db.sh up run)"
+	exec "$$bindir/psql" "$$url"
+
+lint: venv
+	@.venv/bin/ruff check .
+
+# The suites bring their own environment handling (they may call scripts/env.sh).
+bench: venv
+	@export PATH="$$PWD/.venv/bin:$$PATH"
+	if [[ -f bench/run.sh ]]; then exec bash bench/run.sh
+	elif [[ -f bench/__main__.py ]]; then exec $(PY) -m bench
+	else echo "no benchmark suite yet (bench/run.sh)" >&2; exit 1; fi
+
+drills: venv
+	@export PATH="$$PWD/.venv/bin:$$PATH"
+	if [[ -f drills/run.sh ]]; then exec bash drills/run.sh
+	elif [[ -f drills/__main__.py ]]; then exec $(PY) -m drills
+	else echo "no reliability drills yet (drills/run.sh)" >&2; exit 1; fi
+
+# Keeps the run cluster's data and the admin token; deletes the throw-away test cluster.
+clean:
+	@bash scripts/local-db.sh down run
+	bash scripts/local-db.sh delete test
+	rm -rf .venv .pytest_cache .ruff_cache build dist *.egg-info
+	find . -path ./.local -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
