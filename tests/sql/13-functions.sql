@@ -1,0 +1,82 @@
+-- Every function of schema control_plane: the documented API signatures exist, and every
+-- function a DBA can find carries a COMMENT, pins its search_path and belongs to the owner role.
+BEGIN;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+-- Without control_plane on the path, domain types display schema-qualified, as written below.
+SET search_path = public, pg_catalog;
+
+SELECT plan(39);
+
+-- The SQL API of docs/design.md, with its exact signatures and result types.
+CREATE TEMP TABLE api_functions (name text, args text[], returns text) ON COMMIT DROP;
+INSERT INTO api_functions VALUES
+    ('admin_create_participant', ARRAY['text'], 'jsonb'),
+    ('admin_issue_token', ARRAY['uuid', 'text', 'integer'], 'jsonb'),
+    ('admin_revoke_token', ARRAY['uuid'], 'void'),
+    ('admin_create_session', ARRAY['control_plane.client_version', 'text'], 'jsonb'),
+    ('admin_put_membership', ARRAY['uuid', 'uuid', 'text', 'text'], 'jsonb'),
+    ('admin_raise_floor', ARRAY['uuid', 'control_plane.client_version'], 'jsonb'),
+    ('runtime_node_attach',
+     ARRAY['bytea', 'uuid', 'uuid', 'text', 'control_plane.client_version', 'jsonb'], 'jsonb'),
+    ('runtime_node_declare', ARRAY['bytea', 'text', 'jsonb'], 'jsonb'),
+    ('runtime_node_update_capabilities', ARRAY['bytea', 'text', 'jsonb', 'text', 'text'], 'jsonb'),
+    ('runtime_node_heartbeat', ARRAY['bytea', 'text', 'text'], 'void'),
+    ('runtime_node_heartbeat_batch', ARRAY['bytea[]', 'text[]', 'text[]'], 'smallint[]'),
+    ('runtime_node_detach', ARRAY['bytea', 'text'], 'void'),
+    ('runtime_node_roster', ARRAY['bytea', 'uuid'], 'jsonb'),
+    ('runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'boolean'], 'void'),
+    ('ops_status', ARRAY[]::text[], 'jsonb');
+
+SELECT has_function('control_plane', name, args, format('API function %s(%s)', name, array_to_string(args, ', ')))
+  FROM api_functions ORDER BY name;
+SELECT function_returns('control_plane', name, args, returns, format('%s returns %s', name, returns))
+  FROM api_functions ORDER BY name;
+
+SELECT has_function('control_plane', 'caller_participant', ARRAY['bytea'],
+                    'internal caller_participant(bytea)');
+SELECT function_returns('control_plane', 'caller_participant', ARRAY['bytea'], 'uuid',
+                        'caller_participant returns uuid');
+
+-- Whole-schema properties, as one test each with the offenders listed on failure -------------
+SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'control_plane'::regnamespace
+                   AND coalesce(btrim(obj_description(p.oid, 'pg_proc')), '') = ''
+                 ORDER BY 1),
+          ARRAY[]::text[], 'every function and procedure has a COMMENT a DBA can read');
+
+SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'control_plane'::regnamespace
+                   AND NOT coalesce(p.proconfig @> ARRAY['search_path=control_plane, pg_catalog, pg_temp'], false)
+                 ORDER BY 1),
+          ARRAY[]::text[],
+          'every function pins search_path = control_plane, pg_catalog, pg_temp (proconfig)');
+
+SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'control_plane'::regnamespace
+                   AND p.proowner <> 'control_plane_owner'::regrole
+                 ORDER BY 1),
+          ARRAY[]::text[], 'every function belongs to control_plane_owner (never a superuser)');
+
+SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
+                  JOIN api_functions f ON f.name = p.proname
+                 WHERE p.pronamespace = 'control_plane'::regnamespace AND NOT p.prosecdef
+                 ORDER BY 1),
+          ARRAY[]::text[], 'every API function is SECURITY DEFINER');
+
+SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
+                  JOIN pg_roles r ON r.oid = p.proowner
+                 WHERE p.pronamespace = 'control_plane'::regnamespace AND p.prosecdef
+                   AND r.rolsuper
+                 ORDER BY 1),
+          ARRAY[]::text[], 'no SECURITY DEFINER function runs with a superuser''s rights');
+
+SELECT is((SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'control_plane'),
+          'control_plane_owner', 'the schema belongs to control_plane_owner');
+SELECT is(ARRAY(SELECT c.relname::text FROM pg_class c
+                 WHERE c.relnamespace = 'control_plane'::regnamespace
+                   AND c.relowner <> 'control_plane_owner'::regrole
+                 ORDER BY 1),
+          ARRAY[]::text[], 'every table, index and sequence belongs to control_plane_owner');
+
+SELECT * FROM finish();
+ROLLBACK;
