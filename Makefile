@@ -8,7 +8,7 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 
-.PHONY: help venv run test migrate db-stop db-psql db-status lint bench drills clean
+.PHONY: help venv run test _test migrate db-stop db-psql db-status lint bench drills clean
 
 help:
 	@echo "make run     - install what is missing, migrate, serve the API (HOST/PORT/DATABASE_URL)"
@@ -30,7 +30,15 @@ migrate: venv
 	eval "$$out"
 	$(PY) -m control_plane.migrate
 
+# One `make test` at a time per checkout (each run recreates the shared test cluster).
 test: venv
+	@mkdir -p .local
+	if ! flock -n .local/make-test.lock true; then
+	  echo "make test: waiting for another make test in this checkout" >&2
+	fi
+	exec flock -o -w 7200 .local/make-test.lock $(MAKE) --no-print-directory _test
+
+_test:
 	@out="$$(bash scripts/env.sh test)"
 	eval "$$out"
 	if [[ -n "$${CONTROL_PLANE_LOCAL_CLUSTER:-}" ]]; then

@@ -25,6 +25,7 @@ command -v dpkg-query >/dev/null 2>&1 \
   || die "not a Debian-family system: install PostgreSQL with pg_cron and set PG_BINDIR"
 
 export DEBIAN_FRONTEND=noninteractive
+export LC_ALL=C  # apt-cache output is parsed ("Candidate:")
 
 # Run a command as root (directly, or via passwordless sudo).
 can_root() {
