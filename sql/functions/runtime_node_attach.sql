@@ -117,5 +117,7 @@ COMMENT ON FUNCTION control_plane.runtime_node_attach(
     'unique index, from the INSERT or the reactivating UPDATE) → CPC01 naming only the node id. '
     'A refusal changes nothing. Never writes sessions, session_memberships or presence. Locks: '
     'sessions FOR SHARE → session_memberships FOR SHARE → runtime_node_attachments.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_attach(
+    bytea, uuid, uuid, text, control_plane.client_version, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_attach(
     bytea, uuid, uuid, text, control_plane.client_version, jsonb) TO control_plane_api;

@@ -38,5 +38,6 @@ COMMENT ON FUNCTION control_plane.runtime_node_declare(bytea, text, jsonb) IS
     'floor → CPC04 (version.floor_exceeded) and nothing changes. Otherwise capabilities are '
     'replaced and the slot goes online (from online it only refreshes capabilities). Writes only '
     'the attachment row.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_declare(bytea, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_declare(bytea, text, jsonb)
     TO control_plane_api;

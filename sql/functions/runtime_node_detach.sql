@@ -56,4 +56,5 @@ COMMENT ON FUNCTION control_plane.runtime_node_detach(bytea, text) IS
     '''permission denied''. Anyone else → the same no-op as an unknown node. Never flips revoked, '
     'never touches memberships. Locks session_memberships FOR SHARE → the attachment FOR UPDATE '
     '(serializing with heartbeats'' KEY SHARE) → presence.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_detach(bytea, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_detach(bytea, text) TO control_plane_api;

@@ -97,6 +97,8 @@ COMMENT ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], 
     'on each attachment (detach/revoke take FOR UPDATE), writes presence rows in node_id order, '
     'and sets synchronous_commit = off for its transaction (a crash may lose the latest beats; '
     'liveness is re-asserted every 15 s).';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
     TO control_plane_api;
 
@@ -136,5 +138,6 @@ COMMENT ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) IS
     'session; no presence row is written). On success presence is upserted with '
     'last_heartbeat_at = now() (database clock) and the reported health. Exempt from the version '
     'floor. Leaves synchronous_commit off for its transaction (see the batch).';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text)
     TO control_plane_api;

@@ -50,3 +50,5 @@ COMMENT ON FUNCTION control_plane.runtime_node_lock_owned(uuid, text) IS
     'denied''. Locks sessions FOR SHARE → session_memberships FOR SHARE → the attachment FOR NO '
     'KEY UPDATE, so a concurrent floor raise, membership change, detach or revoke serializes '
     'with the caller''s write.';
+-- Functions are EXECUTE-able by PUBLIC when created; this one is internal.
+REVOKE ALL ON FUNCTION control_plane.runtime_node_lock_owned(uuid, text) FROM PUBLIC;

@@ -54,5 +54,6 @@ COMMENT ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean
     'goes offline. Already revoked → no-op. No attachment of that node in that session → CP404 '
     '(runtimenode.not_found). Locks session_memberships FOR SHARE → the attachment FOR UPDATE → '
     'presence.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean)
     TO control_plane_api;

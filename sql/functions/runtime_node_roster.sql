@@ -49,4 +49,5 @@ COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS
     'lastHeartbeatAt are null when the node never beat; for an offline or revoked slot they are '
     'shown only while the node is active in no session (presence is per node). Writes nothing, '
     'takes no lock.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) TO control_plane_api;

@@ -59,5 +59,7 @@ COMMENT ON FUNCTION control_plane.runtime_node_update_capabilities(bytea, text, 
     '(capabilityupdate_conflict; only a declaration brings a node online) → capabilities fully '
     'replaced (a missing key is a removal), state = p_health_state when given, else unchanged. '
     'Writes only the attachment row; a refusal changes nothing.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_update_capabilities(
+    bytea, text, jsonb, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_update_capabilities(
     bytea, text, jsonb, text, text) TO control_plane_api;
