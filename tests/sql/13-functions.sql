@@ -46,6 +46,9 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
 
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'control_plane'::regnamespace
+                   -- A procedure that COMMITs may not carry a SET clause (PostgreSQL forbids
+                   -- it): runtime_node_sweep_loop schema-qualifies every name instead.
+                   AND p.prokind <> 'p'
                    AND NOT coalesce(p.proconfig @> ARRAY['search_path=control_plane, pg_catalog, pg_temp'], false)
                  ORDER BY 1),
           ARRAY[]::text[],
