@@ -68,10 +68,10 @@ def migrated(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         if _schema_present(conn):
             return
-    run_migrate(database_url)
+    migrate_cli(database_url)
 
 
-def run_migrate(database_url: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+def migrate_cli(database_url: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`python -m control_plane.migrate` against `database_url`, as `make test` runs it."""
     env = {**os.environ, "DATABASE_URL": database_url}
     proc = subprocess.run(
@@ -86,6 +86,12 @@ def run_migrate(database_url: str, *, check: bool = True) -> subprocess.Complete
     if check and proc.returncode != 0:
         pytest.fail(f"migrate failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def run_migrate() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`run_migrate(url, check=True)`: the real `python -m control_plane.migrate` subprocess."""
+    return migrate_cli
 
 
 @pytest.fixture(scope="session")
