@@ -51,7 +51,8 @@ async def read_body(
         return _decoder(type_).decode(raw)
     except msgspec.ValidationError as exc:
         raise DomainError(errors.INVALID, str(exc)) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec raises UnicodeDecodeError (not DecodeError) for bytes that are not UTF-8.
         raise DomainError(errors.INVALID, "the request body is not valid JSON") from None
 
 
