@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,44 @@ def admin(server: str, admin_token: str) -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.fixture
+def spawn_server(
+    database_url: str, migrated: None, tmp_path: Path
+) -> Iterator[Callable[[str | None], str]]:
+    """`spawn_server(admin_token)` → base URL of one more real server (e.g. one without an admin
+    token); stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def spawn(admin_token: str | None) -> str:
+        proc = start_server(database_url, admin_token, tmp_path, f"extra-{len(started)}")
+        started.append(proc)
+        return proc.base_url
+
+    yield spawn
+    for proc in started:
+        proc.stop()
+
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """An RFC 9457 problem with exactly the documented members, this status and this code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert set(body) == PROBLEM_FIELDS, body
+    assert body["status"] == status and body["code"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"], body
+    return body
+
+
+@pytest.fixture
+def problem() -> Callable[[httpx.Response, int, str], dict[str, Any]]:
+    """`problem(response, status, code)` asserts a problem response and returns its body."""
+    return assert_problem
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -356,3 +395,39 @@ def add_member(admin: httpx.Client) -> Callable[..., dict[str, Any]]:
         )
 
     return add
+
+
+@dataclass(frozen=True)
+class Member:
+    """A participant with a token and a membership of a session."""
+
+    participant_id: str
+    token: str
+    session_id: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+@pytest.fixture
+def make_member(
+    make_participant: Callable[..., tuple[str, str]],
+    make_session: Callable[..., str],
+    add_member: Callable[..., dict[str, Any]],
+) -> Callable[..., Member]:
+    """`make_member(session_id=None, role="owner", state="active", floor=None)` → Member; a new
+    session (with that floor) unless one is given."""
+
+    def make(
+        session_id: str | None = None,
+        role: str = "owner",
+        state: str = "active",
+        floor: str | None = None,
+    ) -> Member:
+        sid = session_id or make_session(floor=floor)
+        pid, token = make_participant()
+        add_member(sid, pid, role=role, state=state)
+        return Member(pid, token, sid)
+
+    return make
