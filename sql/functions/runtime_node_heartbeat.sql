@@ -37,31 +37,39 @@ BEGIN
     END IF;
     PERFORM set_config('synchronous_commit', 'off', true);
 
+    -- Per-item LATERAL lookups with LIMIT (never pulled up): each item costs a few index probes
+    -- whatever the statistics say, instead of a plan that scans tokens or a session's slots.
     WITH item AS (
         SELECT i.ord, i.node, i.health, t.participant_id
           FROM unnest(p_token_sha256s, p_node_ids, p_health_states)
                WITH ORDINALITY AS i (token_sha256, node, health, ord)
-          LEFT JOIN participant_tokens t
-            ON t.token_sha256 = i.token_sha256
-           AND t.revoked_at IS NULL
-           AND (t.expires_at IS NULL OR t.expires_at > now())
+          LEFT JOIN LATERAL (
+              SELECT t.participant_id
+                FROM participant_tokens t
+               WHERE t.token_sha256 = i.token_sha256
+                 AND t.revoked_at IS NULL
+                 AND (t.expires_at IS NULL OR t.expires_at > now())
+               LIMIT 1) t ON true
     ),
     allowed AS (
         -- The caller owns the node's active attachment and is an active member of its
         -- session. The lock re-checks these conditions if a detach/revoke got there first.
         SELECT item.ord, a.node_id, item.health
-          FROM item
-          JOIN runtime_node_attachments a
-            ON a.node_id = item.node
-           AND a.participant_id = item.participant_id
-           AND a.state IN ('registering', 'online', 'degraded')
-         WHERE item.health IN ('online', 'degraded')
-           AND EXISTS (SELECT 1 FROM session_memberships m
-                        WHERE m.session_id = a.session_id
-                          AND m.participant_id = a.participant_id
-                          AND m.state = 'active')
-         ORDER BY a.node_id
-           FOR KEY SHARE OF a
+          FROM (SELECT * FROM item
+                 WHERE item.participant_id IS NOT NULL AND item.health IN ('online', 'degraded')
+                 ORDER BY item.node) item
+         CROSS JOIN LATERAL (
+              SELECT a.node_id
+                FROM runtime_node_attachments a
+               WHERE a.node_id = item.node
+                 AND a.state IN ('registering', 'online', 'degraded')
+                 AND a.participant_id = item.participant_id
+                 AND EXISTS (SELECT 1 FROM session_memberships m
+                              WHERE m.session_id = a.session_id
+                                AND m.participant_id = a.participant_id
+                                AND m.state = 'active')
+               LIMIT 1
+                 FOR KEY SHARE) a
     ),
     beat AS (
         -- A node beating twice in one batch: the last item wins (both get 204).
