@@ -15,9 +15,10 @@ from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_pool
 from control_plane.errors import DomainError
+from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_request_bodies
 from routes.admin import admin_router
-from routes.ops import healthz, readyz
+from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
 
 
@@ -32,7 +33,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
 
     app = Litestar(
-        route_handlers=[admin_router, runtime_node_router, healthz, readyz],
+        route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
+        middleware=[MetricsMiddleware],
         on_startup=[open_pool],
         on_shutdown=[close_pool],
         state=State({"settings": settings, "started_monotonic": time.monotonic()}),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uvicorn
 
 from control_plane.config import load_settings
+from control_plane.metrics import prepare_multiprocess
 
 
 def main() -> None:
     settings = load_settings()
+    prepare_multiprocess(settings.workers)  # workers share request counters (/metrics)
     uvicorn.run(
         "app:create_app",
         factory=True,

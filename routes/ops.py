@@ -1,27 +1,40 @@
-"""Operations endpoints (no auth): liveness, readiness."""
+"""Operations endpoints (no auth): liveness, readiness, Prometheus metrics (SPEC §6.9)."""
 
 from __future__ import annotations
 
 import json
 import time
+from functools import cache
 from typing import Any
 
+import asyncpg
 from litestar import Request, Response, get
 
 from control_plane.config import SQL_DIR
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.http import encode_json
+from control_plane.metrics import CONTENT_TYPE, DatabaseMetrics, render
 from routes._common import pool_of
 
 Req = Request[Any, Any, Any]
 
+# pg_cron < 1.5 sweeps from the next full minute on: no freshness verdict before this.
+STARTUP_GRACE_SECONDS = 75.0
+STALE_AFTER_INTERVALS = 3
+# A probe must answer even when the pool is exhausted or the server hangs.
+PROBE_TIMEOUT_SECONDS = 2.0
+NO_STORE = {"Cache-Control": "no-store"}
 
-def expected_migrations() -> list[str]:
+
+@cache
+def expected_migrations() -> tuple[str, ...]:
     """Migration ids this code was written for (yoyo ids are the file stems)."""
-    return sorted(
-        p.stem
-        for p in (SQL_DIR / "migrations").glob("*.sql")
-        if not p.stem.endswith(".rollback") and not p.stem.startswith("post-apply")
+    return tuple(
+        sorted(
+            p.stem
+            for p in (SQL_DIR / "migrations").glob("*.sql")
+            if not p.stem.endswith(".rollback") and not p.stem.startswith("post-apply")
+        )
     )
 
 
@@ -32,13 +45,20 @@ async def healthz() -> dict[str, str]:
 
 
 async def readiness_reasons(request: Req) -> tuple[list[str], dict[str, Any]]:
-    """Why the service is not ready (empty when ready), and the database status it read."""
+    """Why the service is not ready (empty when ready), and the database status it read.
+
+    One call to the cheap `ops_status()` (single-row reads; never counts nodes)."""
     try:
-        raw = await pool_of(request).fetchval("SELECT control_plane.ops_status()")
+        async with pool_of(request).acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
+            raw = await conn.fetchval(
+                "SELECT control_plane.ops_status()", timeout=PROBE_TIMEOUT_SECONDS
+            )
     except CONNECTION_ERRORS:
         return ["database unreachable"], {}
-    except Exception as exc:  # a missing function means the schema is not there yet
-        return [f"database status unavailable: {type(exc).__name__}"], {}
+    except asyncpg.UndefinedFunctionError:
+        return ["schema behind: control_plane.ops_status() is missing"], {}
+    except asyncpg.PostgresError as exc:
+        return [f"database status unavailable: {exc.sqlstate}"], {}
     status = json.loads(raw)
     reasons: list[str] = []
     applied = set(status.get("migrations") or [])
@@ -46,12 +66,15 @@ async def readiness_reasons(request: Req) -> tuple[list[str], dict[str, Any]]:
     if missing:
         reasons.append(f"schema behind: {len(missing)} migration(s) not applied")
     sweep = status.get("sweep") or {}
-    started = request.app.state.started_monotonic
     age = sweep.get("ageSeconds")
     interval = sweep.get("intervalSeconds") or 5
-    # pg_cron < 1.5 first sweeps at the next full minute: no verdict in the first 75 s.
-    if time.monotonic() - started > 75 and (age is None or age > 3 * interval):
-        reasons.append("sweep stale: no sweep finished within 3 intervals")
+    if time.monotonic() - request.app.state.started_monotonic > STARTUP_GRACE_SECONDS and (
+        age is None or age > STALE_AFTER_INTERVALS * interval
+    ):
+        reasons.append(
+            f"sweep stale: no sweep finished within {STALE_AFTER_INTERVALS} intervals "
+            "(is pg_cron running on this primary?)"
+        )
     if sweep.get("mode") == "stall_hold":
         reasons.append("outage guard holding offline demotions (no heartbeats arrive)")
     return reasons, status
@@ -67,5 +90,19 @@ async def readyz(request: Req) -> Response[Any]:
         "sweep": status.get("sweep"),
     }
     return Response(
-        encode_json(body), status_code=200 if not reasons else 503, media_type="application/json"
+        encode_json(body),
+        status_code=200 if not reasons else 503,
+        media_type="application/json",
+        headers=NO_STORE,
     )
+
+
+@get("/metrics", tags=["operations"], media_type=CONTENT_TYPE)
+async def metrics(request: Req) -> Response[bytes]:
+    """Prometheus text: request counts/latency and the database gauges (cached ~2 s)."""
+    state = request.app.state
+    database: DatabaseMetrics | None = state.get("database_metrics")
+    if database is None:
+        database = state["database_metrics"] = DatabaseMetrics()
+    await database.refresh(pool_of(request))
+    return Response(render(database), media_type=CONTENT_TYPE, headers=NO_STORE)
