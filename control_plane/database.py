@@ -21,6 +21,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    # A pooled connection that has just received the server's FATAL (shutdown, crash) but whose
+    # socket close is not processed yet is still handed out; using it raises this ("cannot
+    # switch to state 12; another operation (2) is in progress"). The connection is dead → 503.
+    asyncpg.InternalClientError,
 )
 
 

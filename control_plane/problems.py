@@ -16,6 +16,7 @@ from litestar.exceptions import (
 
 from control_plane import errors
 from control_plane.config import RETRY_AFTER_SECONDS
+from control_plane.database import CONNECTION_ERRORS
 from control_plane.errors import DomainError, ErrorKind
 
 log = logging.getLogger("control_plane")
@@ -117,6 +118,8 @@ def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
     return problem_response(errors.INTERNAL, "internal error")
 
 
-def on_unexpected(_: Request, exc: Exception) -> Response[bytes]:
+def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    if isinstance(exc, CONNECTION_ERRORS):  # those without a handler of their own (see database)
+        return on_connection_error(request, exc)
     log.exception("unhandled error", exc_info=exc)
     return problem_response(errors.INTERNAL, "internal error")
