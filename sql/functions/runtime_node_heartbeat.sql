@@ -8,11 +8,9 @@
 -- take only NO KEY UPDATE, so beats never wait for them. Presence rows are written in node_id
 -- order, so concurrent batches cannot deadlock on them.
 --
--- Durability: the beat runs with synchronous_commit = off for the rest of its transaction (a
--- function's SET clause would be undone before COMMIT, hence set_config(..., true)). A crash can
--- lose only the last few hundred milliseconds of beats; the next beat, 15 s later, rewrites the
--- same row, and the sweep's gap guard grants grace after an outage. No slot, membership or
--- session write is ever asynchronous unless a caller mixes it into a heartbeat's transaction.
+-- Durability: commits are synchronous like every other write (SPEC §8: no acknowledged write is
+-- lost). The HTTP tier coalesces concurrent beats into one call, so one WAL flush acknowledges a
+-- whole batch; asynchronous commit would buy little and break that promise.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat_batch(
     p_token_sha256s bytea[],
     p_node_ids text[],
@@ -35,7 +33,6 @@ BEGIN
         RAISE EXCEPTION 'token digests, node ids and health states must be arrays of equal length'
             USING ERRCODE = 'CP400';
     END IF;
-    PERFORM set_config('synchronous_commit', 'off', true);
 
     -- Per-item LATERAL lookups with LIMIT (never pulled up): each item costs a few index probes
     -- whatever the statistics say, instead of a plan that scans tokens or a session's slots.
@@ -102,9 +99,8 @@ COMMENT ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], 
     'session (no presence written); 204 presence upserted with last_heartbeat_at = now() (database '
     'clock) and the reported health. Each item is authorized with its own token. A node beating '
     'twice in one batch: the last item wins. Exempt from the version floor. Takes FOR KEY SHARE '
-    'on each attachment (detach/revoke take FOR UPDATE), writes presence rows in node_id order, '
-    'and sets synchronous_commit = off for its transaction (a crash may lose the latest beats; '
-    'liveness is re-asserted every 15 s).';
+    'on each attachment (detach/revoke take FOR UPDATE) and writes presence rows in node_id '
+    'order. Commits synchronously: an acknowledged beat survives a crash.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
@@ -145,7 +141,7 @@ COMMENT ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) IS
     '(caller does not own the node''s active attachment or is not an active member of its '
     'session; no presence row is written). On success presence is upserted with '
     'last_heartbeat_at = now() (database clock) and the reported health. Exempt from the version '
-    'floor. Leaves synchronous_commit off for its transaction (see the batch).';
+    'floor.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text)
     TO control_plane_api;
