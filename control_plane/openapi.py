@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
-from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, RequestBody
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, Reference, RequestBody
 
 _REF = "#/components/schemas/{name}"
 
@@ -44,7 +44,19 @@ class _DocumentedBodiesPlugin(OpenAPIPlugin):
         registered = openapi.components.schemas
         for name, schema in components.items():
             registered.setdefault(name, schema)
+        _no_content_has_no_body(openapi)
         return openapi
+
+
+def _no_content_has_no_body(openapi: OpenAPI) -> None:
+    """A 204 carries no body, but Litestar documents `Response[None]` as an
+    `application/json` null body, which clients (and schemathesis) then expect."""
+    for path_item in (openapi.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(path_item, method, None)
+            response = (operation.responses or {}).get("204") if operation else None
+            if response is not None and not isinstance(response, Reference):
+                response.content = None
 
 
 def _all_optional(struct: type) -> bool:
