@@ -40,8 +40,8 @@ SELECT is((SELECT last_heartbeat_at FROM runtime_node_presence WHERE node_id = p
 SELECT is(pg_temp.fp('runtime_node_attachments'), :'fp_a', 'a beat does not write attachments');
 SELECT is(pg_temp.fp('sessions'), :'fp_s', 'nor sessions');
 SELECT is(pg_temp.fp('session_memberships'), :'fp_m', 'nor memberships');
-SELECT is(current_setting('synchronous_commit'), 'off',
-          'the beat''s transaction commits asynchronously (documented trade-off)');
+SELECT is(current_setting('synchronous_commit'), 'on',
+          'the beat''s transaction commits synchronously (no acknowledged beat is lost)');
 
 -- Updates, hysteresis --------------------------------------------------------------------------
 SELECT pg_temp.beat('ann', 'n1', 'degraded') \g /dev/null
