@@ -7,10 +7,11 @@ Two sources:
   outage-guard mode), read with one `control_plane.ops_metrics()` call and cached for a couple of
   seconds, so a scrape costs at most one query however often it comes.
 
-With several uvicorn workers each process counts only its own requests. `serve.py` therefore
-calls `prepare_multiprocess()` before starting workers: every worker then writes its counters to
-a shared directory (prometheus_client's multiprocess mode) and any worker's `/metrics` reports
-the sum. The database gauges are global by nature and computed by whichever worker answers.
+With several server workers (uvicorn or granian) each process would count only its own
+requests, so `serve.py` calls `prepare_multiprocess()` before starting them: every worker then
+writes its counters to a shared directory (prometheus_client's multiprocess mode) and any
+worker's `/metrics` reports the sum. The database gauges are global by nature and computed by
+whichever worker answers.
 """
 
 from __future__ import annotations
@@ -24,20 +25,20 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-    multiprocess,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    import asyncpg
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import GaugeMetricFamily, Metric
+
+# prometheus_client is imported lazily, in the worker: it picks its storage (in-process or the
+# shared multiprocess files) once, at import, from PROMETHEUS_MULTIPROC_DIR, which serve.py sets
+# only after importing this module — and a forking server would hand workers the parent's choice.
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DB_CACHE_SECONDS = 2.0
@@ -52,20 +53,19 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 def prepare_multiprocess(workers: int) -> None:
-    """Before uvicorn spawns several workers: give them one shared, empty metrics directory.
+    """Before the server spawns its workers: give them one shared, empty metrics directory.
 
     An operator-provided `PROMETHEUS_MULTIPROC_DIR` is emptied (counters start at zero with the
-    server); otherwise a private temporary directory is created and removed at exit.
+    server); otherwise, with several workers, a private temporary directory is created and
+    removed at exit. A single worker needs none.
     """
-    if workers <= 1:
-        return
     configured = os.environ.get(MULTIPROC_ENV)
     if configured:
         path = Path(configured)
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("*.db"):
             stale.unlink()
-    else:
+    elif workers > 1:
         path = Path(tempfile.mkdtemp(prefix="control-plane-metrics-"))
         atexit.register(shutil.rmtree, path, True)
         os.environ[MULTIPROC_ENV] = str(path)
@@ -75,38 +75,50 @@ def _multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
-disable_created_metrics()  # no *_created series: they double the output and nobody reads them
+class _RequestMetrics:
+    """The request counter and histogram. In multiprocess mode their values live in the shared
+    files (registry=None); else in `registry`."""
 
-# Request metrics. In multiprocess mode values live in the shared files (registry=None); else in
-# this module's registry.
-_REQUEST_REGISTRY = CollectorRegistry()
-_LABELS = ("route", "method", "status")
-REQUESTS = Counter(
-    "control_plane_http_requests",
-    "HTTP requests served, by route template, method and status.",
-    _LABELS,
-    registry=None if _multiprocess_mode() else _REQUEST_REGISTRY,
-)
-LATENCY = Histogram(
-    "control_plane_http_request_duration_seconds",
-    "HTTP request latency (first byte received to last byte sent), by route template, method "
-    "and status.",
-    _LABELS,
-    buckets=LATENCY_BUCKETS,
-    registry=None if _multiprocess_mode() else _REQUEST_REGISTRY,
-)
+    LABELS = ("route", "method", "status")
 
-# Labelled children, resolved once per (route, method, status): the hot path does two dict
-# lookups instead of prometheus_client's label validation on every request.
-_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+        disable_created_metrics()  # no *_created series: they double the output, nobody reads them
+        self.registry = CollectorRegistry()
+        target = None if _multiprocess_mode() else self.registry
+        self.requests = Counter(
+            "control_plane_http_requests",
+            "HTTP requests served, by route template, method and status.",
+            self.LABELS,
+            registry=target,
+        )
+        self.latency = Histogram(
+            "control_plane_http_request_duration_seconds",
+            "HTTP request latency (first byte received to last byte sent), by route template, "
+            "method and status.",
+            self.LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
+        # Labelled children, resolved once per (route, method, status): the hot path does one
+        # dict lookup instead of prometheus_client's label validation on every request.
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+@cache
+def _request_metrics() -> _RequestMetrics:
+    return _RequestMetrics()
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    metrics = _request_metrics()
     key = (route, method, status)
-    pair = _children.get(key)
+    pair = metrics.children.get(key)
     if pair is None:
         labels = (route, method, str(status))
-        pair = _children[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
+        pair = (metrics.requests.labels(*labels), metrics.latency.labels(*labels))
+        metrics.children[key] = pair
     pair[0].inc()
     pair[1].observe(seconds)
 
@@ -150,7 +162,9 @@ class DatabaseMetrics:
         self._snapshot: dict[str, Any] | None = None
         self._fetched_at = -math.inf  # time.monotonic() of the last attempt
         self._lock = asyncio.Lock()
-        self.registry = CollectorRegistry()
+        from prometheus_client import CollectorRegistry
+
+        self.registry: CollectorRegistry = CollectorRegistry()
         self.registry.register(self)
 
     async def refresh(self, pool: asyncpg.Pool) -> None:
@@ -170,6 +184,8 @@ class DatabaseMetrics:
             self._fetched_at = time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         snap = self._snapshot
         up = GaugeMetricFamily(
             "control_plane_database_up", "1 if the last ops_metrics() query succeeded."
@@ -195,6 +211,8 @@ class DatabaseMetrics:
         yield from self._sweep(snap.get("sweep") or {})
 
     def _sweep(self, sweep: dict[str, Any]) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         age = sweep.get("ageSeconds")
         if age is not None:
             # Ages on from the query: the cache never makes a stopped sweep look fresh.
@@ -240,6 +258,8 @@ class DatabaseMetrics:
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     family = GaugeMetricFamily(name, documentation)
     family.add_metric([], value)
     return family
@@ -248,6 +268,8 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 def _per_label(
     name: str, documentation: str, label: str, values: tuple[str, ...], counts: dict[str, Any]
 ) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     family = GaugeMetricFamily(name, documentation, labels=[label])
     for value in values:  # every state present, zero when no row has it
         family.add_metric([value], float(counts.get(value, 0)))
@@ -256,9 +278,11 @@ def _per_label(
 
 def render(database: DatabaseMetrics) -> bytes:
     """The Prometheus text exposition: request metrics, then the database gauges."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
     if _multiprocess_mode():
         requests = CollectorRegistry()
         multiprocess.MultiProcessCollector(requests)  # type: ignore[no-untyped-call]
     else:
-        requests = _REQUEST_REGISTRY
+        requests = _request_metrics().registry
     return generate_latest(requests) + generate_latest(database.registry)
