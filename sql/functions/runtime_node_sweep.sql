@@ -53,8 +53,9 @@ BEGIN
         v_resumed := p_now;
     END IF;
 
-    -- Ingestion-stall guard. In a healthy fleet the first rows scanned are fresh, so this
-    -- EXISTS stops almost at once; only a stalled table is scanned in full.
+    -- Ingestion-stall guard. In a healthy fleet this EXISTS usually stops at one of the first
+    -- rows it reads; at worst (a stall, or a heap full of long-offline rows) it costs one more
+    -- sequential scan, and the count below stops after stall_min_nodes rows.
     v_fresh := EXISTS (SELECT 1 FROM runtime_node_presence p
                         WHERE p.last_heartbeat_at >= p_now - v_set.degraded_after);
     IF v_fresh THEN
