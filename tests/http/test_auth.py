@@ -71,7 +71,6 @@ def test_missing_malformed_or_unknown_tokens_are_401_everywhere(
     client: httpx.Client,
     make_member: Callable,
     problem: Problem,
-    db: psycopg.Connection,
     scoped_snapshot: Callable,
     authorization: str | None,
 ) -> None:
@@ -165,7 +164,6 @@ def test_admin_api_refuses_participant_tokens_and_anonymous_callers(
     admin_token: str,
     make_member: Callable,
     problem: Problem,
-    scoped_snapshot: Callable,
     snapshot: Callable,
 ) -> None:
     member = make_member()
