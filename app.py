@@ -15,6 +15,7 @@ from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_pool
 from control_plane.errors import DomainError
+from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_request_bodies
 from routes.admin import admin_router
@@ -28,6 +29,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def open_pool(app: Litestar) -> None:
         app.state.pool = await create_pool(settings)
+        app.state.heartbeats = HeartbeatCoalescer(
+            app.state.pool,
+            max_batch=settings.heartbeat_max_batch,
+            max_in_flight=settings.heartbeat_max_in_flight,
+            linger=settings.heartbeat_linger_ms / 1000,
+        )
 
     async def close_pool(app: Litestar) -> None:
         await app.state.pool.close()  # waits for in-flight calls: a drained shutdown

@@ -25,6 +25,11 @@ class Settings:
     workers: int
     pool_size: int
     state_dir: Path
+    # Hot path tuning (docs/performance.md): ASGI server and the heartbeat coalescer.
+    asgi_server: str = "uvicorn"
+    heartbeat_max_batch: int = 512
+    heartbeat_max_in_flight: int = 1
+    heartbeat_linger_ms: float = 1.0
 
     @property
     def api_password_file(self) -> Path:
@@ -48,4 +53,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         workers=int(env.get("WEB_CONCURRENCY", "2")),
         pool_size=int(env.get("DB_POOL_SIZE", "8")),
         state_dir=Path(env.get("CONTROL_PLANE_STATE_DIR", str(REPO_ROOT / ".local"))),
+        asgi_server=env.get("ASGI_SERVER", "uvicorn").strip().lower() or "uvicorn",
+        heartbeat_max_batch=int(env.get("HEARTBEAT_MAX_BATCH", "512")),
+        heartbeat_max_in_flight=int(env.get("HEARTBEAT_MAX_IN_FLIGHT", "1")),
+        heartbeat_linger_ms=float(env.get("HEARTBEAT_LINGER_MS", "1")),
     )

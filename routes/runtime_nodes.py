@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Request, Response, Router, get, post, put
 
 from control_plane.auth import is_admin, participant_digest
+from control_plane.heartbeats import coalescer_of, heartbeat_refusal
 from control_plane.http import (
     encode_json,
     json_response,
@@ -109,13 +110,15 @@ async def update_capabilities(request: Req, node_id: str) -> Response[NodeStateR
     responses=problems(*_BODY_ERRORS),
 )
 async def heartbeat(request: Req, node_id: str) -> Response[None]:
+    # The hot path: path check → digest → strict body → enqueue into the coalescer, which sends
+    # one set-based call per round trip; this request awaits only its own item's verdict.
     nid = path_node_id(node_id)
     digest = _digest(request)
     body = await read_body(request, HeartbeatRequest)
-    await pool_of(request).execute(
-        "SELECT control_plane.runtime_node_heartbeat($1, $2, $3)", digest, nid, body.health_state
-    )
-    return no_content()
+    status = await coalescer_of(request).beat(digest, nid, body.health_state)
+    if status == 204:
+        return no_content()
+    raise heartbeat_refusal(status)
 
 
 @post(
