@@ -186,9 +186,14 @@ BEGIN
         v_next := v_anchor + make_interval(secs => v_step * (floor(
                       extract(epoch FROM clock_timestamp() - v_anchor) / v_step) + 1));
         EXIT WHEN v_next > v_until;
-        PERFORM pg_sleep(extract(epoch FROM v_next - clock_timestamp()));
-        -- A fresh transaction: now() is the wake-up time and the sleep's snapshot is released.
-        COMMIT;
+        -- Sleep in short steps, each in its own transaction: a statement keeps its snapshot
+        -- (backend_xmin) while it runs, and one 5 s sleep would keep the dead presence row
+        -- versions of those 5 s from being pruned, so heartbeat updates would stop being HOT
+        -- (measured: HOT ratio 0.72 instead of ~1 under load; docs/performance.md).
+        WHILE clock_timestamp() < v_next LOOP
+            PERFORM pg_sleep(least(0.1, extract(epoch FROM v_next - clock_timestamp())));
+            COMMIT;  -- a fresh transaction: now() is the wake-up time, the snapshot released
+        END LOOP;
     END LOOP;
 END
 $proc$;
