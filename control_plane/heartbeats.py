@@ -123,6 +123,11 @@ class HeartbeatCoalescer:
                 raise RuntimeError("heartbeat batch returned a verdict count that does not match")
         except BaseException as exc:  # every waiter gets the fault (→ 503), none hangs
             _fail(futures, exc)
+            if isinstance(exc, TimeoutError):
+                # The database did not answer within the pool's deadline (hung, not down): the
+                # beats queued meanwhile would only wait that long again. Fail them now, so no
+                # beat waits longer than one deadline in all.
+                self._fail_queued(exc)
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -135,6 +140,11 @@ class HeartbeatCoalescer:
             self._in_flight -= 1
             if self._futures and not self._flush_scheduled and self._loop is not None:
                 self._schedule_flush(self._loop)
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        futures = self._futures
+        self._digests, self._nodes, self._healths, self._futures = [], [], [], []
+        _fail(futures, exc)
 
 
 def _fail(futures: list[asyncio.Future[int]], exc: BaseException) -> None:
