@@ -31,6 +31,7 @@ DRILLS: dict[str, Drill] = {
     "app-down": app_down.drill,
     "db-restart-fast": lambda ctx: restart.drill(ctx, "fast"),
     "db-restart-immediate": lambda ctx: restart.drill(ctx, "immediate"),
+    "db-freeze": lambda ctx: restart.drill(ctx, "freeze"),
     "fuzz": fuzz.drill,
     "races": races.drill,
     "soak": soak.drill,

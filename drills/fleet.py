@@ -296,8 +296,11 @@ class Ledger:
         self.maybe.pop(node_id, None)
         self.acked_writes += 1
 
-    def allowed(self, node_id: str) -> set[str]:
-        base = {self.acked[node_id]} if node_id in self.acked else {"offline", None}  # type: ignore[arg-type]
+    def allowed(self, node_id: str) -> set[str | None]:
+        """Slot states the node may be in (None: no row, never attached)."""
+        base: set[str | None] = (
+            {self.acked[node_id]} if node_id in self.acked else {"offline", None}
+        )
         return base | self.maybe.get(node_id, set())
 
 

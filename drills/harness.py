@@ -131,6 +131,21 @@ class Cluster:
         if proc.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed: {proc.stderr or proc.stdout}")
 
+    def freeze(self) -> list[int]:
+        """SIGSTOP the postmaster and every backend: a hung server (storage stall, network black
+        hole) rather than a dead one. Returns the pids to thaw."""
+        pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        pids = [pid, *_descendants(pid)]
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGSTOP)
+        return pids
+
+    def thaw(self, pids: list[int]) -> None:
+        for p in reversed(pids):  # backends first, the postmaster last
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
+
     def running(self) -> bool:
         return self.pg_ctl("status").returncode == 0
 

@@ -39,7 +39,7 @@ RECOVERY_SECONDS = 15.0  # > offline_after (12 s): any false offline would have 
 
 
 async def drill(ctx: Context, mode: str) -> Verdict:
-    verdict = Verdict(f"db-restart-{mode}")
+    verdict = Verdict("db-freeze" if mode == "freeze" else f"db-restart-{mode}")
     if ctx.cluster is None:
         verdict.failures.append("no local cluster to stop and start (see the log above)")
         return verdict
@@ -88,8 +88,13 @@ async def _run(
         pre_slice, post_slice = pre[lo:hi], post[lo:hi]
         return lambda: post_slice if outage else pre_slice
 
-    async with fleet.client(server.base_url, connections=64) as http:
-        tasks = [
+    probes = fleet.Recorder()
+    async with (
+        fleet.client(server.base_url, connections=64) as http,
+        fleet.client(server.base_url, connections=2) as ops,
+    ):
+        tasks = [asyncio.create_task(_probe(ops, probes, until))]
+        tasks += [
             asyncio.create_task(
                 fleet.beat_forever(
                     http,
@@ -116,14 +121,23 @@ async def _run(
         pre_acked = dict(ledger.acked)
         t_stop = time.monotonic()
         outage = True  # churn moves to the `post` nodes: `pre` stays as the stop left it
-        log(f"stopping PostgreSQL (-m {mode})")
-        await asyncio.to_thread(cluster.stop, mode)
+        frozen: list[int] = []
+        if mode == "freeze":
+            log("freezing PostgreSQL (SIGSTOP)")
+            frozen = cluster.freeze()
+        else:
+            log(f"stopping PostgreSQL (-m {mode})")
+            await asyncio.to_thread(cluster.stop, mode)
         t_stopped = time.monotonic()
         await asyncio.sleep(max(0.0, t_stop + OUTAGE_SECONDS - time.monotonic()))
         hold = True
         t_start = time.monotonic()
-        log("starting PostgreSQL")
-        await asyncio.to_thread(cluster.start)
+        if mode == "freeze":
+            log("thawing PostgreSQL (SIGCONT)")
+            cluster.thaw(frozen)
+        else:
+            log("starting PostgreSQL")
+            await asyncio.to_thread(cluster.start)
         t_started = time.monotonic()
 
         # The worst moment for the sweep: every node's last beat is older than offline_after.
@@ -155,6 +169,12 @@ async def _run(
     with connect(url) as conn:
         state = sweep_state(conn)
 
+    readyz = [o for o in probes.outcomes if o.op == "readyz"]
+    bad_probes = [
+        o
+        for o in probes.outcomes
+        if not (o.status == 200 or (o.op == "readyz" and o.status == 503))
+    ]
     verdict.figures.update(
         requests=len(outcomes),
         outage_s=round(t_started - t_stop, 1),
@@ -169,7 +189,10 @@ async def _run(
         swept_offline=swept["offline"],
         offline_after=offline_seen,
         sweep_mode=swept["mode"],
+        readyz_503=sum(1 for o in readyz if o.status == 503),
+        probe_errors=len(bad_probes),
     )
+    verdict.check(not bad_probes, f"/healthz or /readyz answers: {_show(bad_probes)}")
     verdict.check(
         not bad_during, f"outage answers other than 2xx/503+Retry-After: {_show(bad_during)}"
     )
@@ -194,6 +217,15 @@ async def _run(
     rec.dump(ctx.work_dir / f"{verdict.name}.jsonl", t_stop)
     log(f"{verdict.name}: stop took {t_stopped - t_stop:.1f}s, start {t_started - t_start:.1f}s")
     log(f"{verdict.name}: tally {dict(rec.tally())}, sweep_state {state}")
+
+
+async def _probe(http: fleet.Client, rec: fleet.Recorder, until: Callable[[], bool]) -> None:
+    """A load balancer's view: /healthz stays 200, /readyz answers (503 while the database is
+    away) and never hangs."""
+    while not until():
+        await fleet.call(http, rec, "healthz", "GET", "/healthz")
+        await fleet.call(http, rec, "readyz", "GET", "/readyz")
+        await asyncio.sleep(1.0)
 
 
 def _sweep_now(url: str, node_ids: list[str]) -> dict[str, object]:
