@@ -1,0 +1,352 @@
+"""Collects one bench/run.sh run into a results document, prints the table, and records it.
+
+    python bench/report.py WORK_DIR --results bench/results [--variants "name|env\\n..."]
+
+Writes RESULTS/latest.json, appends one line to RESULTS/history.jsonl and, when py-spy ran,
+RESULTS/profile-heartbeat.txt (where a worker's time goes under heartbeat load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def _json_line(path: Path) -> dict[str, Any]:
+    for line in path.read_text().splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON ") :])
+    raise SystemExit(f"{path}: no BENCH_JSON line")
+
+
+def _pgbench(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    tps = re.search(r"^tps = ([0-9.]+)", text, re.M)
+    lat = re.search(r"^latency average = ([0-9.]+) ms", text, re.M)
+    failed = re.search(r"^number of failed transactions: (\d+)", text, re.M)
+    if not tps:
+        raise SystemExit(f"{path}: no tps line\n{text}")
+    return {
+        "tps": float(tps.group(1)),
+        "latency_avg_ms": float(lat.group(1)) if lat else None,
+        "failed": int(failed.group(1)) if failed else 0,
+    }
+
+
+def _cpu(work: Path, name: str, ops_per_s: float) -> dict[str, Any]:
+    """CPU seconds per group over the sampled span, and CPU microseconds per operation."""
+    cpu_path, span_path = work / f"{name}.cpu.json", work / f"{name}.span.json"
+    if not cpu_path.exists():
+        return {}
+    cpu = json.loads(cpu_path.read_text())
+    span = json.loads(span_path.read_text())["seconds"]
+    ops = ops_per_s * span
+    return {
+        "cpu_seconds": cpu,
+        "span_s": span,
+        "cpu_us_per_op": {k: round(v / ops * 1e6, 1) for k, v in cpu.items()} if ops else {},
+    }
+
+
+def _profile(raw: Path, top: int = 25) -> dict[str, list[tuple[float, str]]]:
+    """Shares of a worker's busy samples (py-spy raw format: `frame;frame;... count`): `self`
+    by innermost Python frame (time in C code, syscalls included, counts for the Python frame
+    that called it), `package` by that frame's package, `inclusive` by any frame on the stack."""
+    total = 0
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    package: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        leaf = frames[-1]
+        # Idle: the event loop waiting in its selector, or threads blocked on a lock/queue.
+        if any(idle in leaf for idle in ("select (", "Condition.wait", "_recv (", "wait (")):
+            continue
+        total += n
+        own[leaf] += n
+        where = re.search(r"\(([^)]*)\)", leaf)
+        path = where.group(1) if where else "?"
+        package[path.split("/")[0] if "/" in path else path] += n
+        for name in set(frames):
+            inclusive[name] += n
+
+    def shares(counter: Counter[str]) -> list[tuple[float, str]]:
+        return [(round(100 * v / total, 1), k) for k, v in counter.most_common(top)]
+
+    if not total:
+        return {}
+    return {"self": shares(own), "package": shares(package), "inclusive": shares(inclusive)}
+
+
+def _machine(pg_version: str) -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": pg_version,
+    }
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _target(
+    name: str, value: float | None, op: str, bound: float, note: str = ""
+) -> dict[str, Any]:
+    met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+    return {"name": name, "value": value, "target": f"{op} {bound:g}", "met": met, "note": note}
+
+
+def build(work: Path, variants: list[tuple[str, str]], pg_version: str) -> dict[str, Any]:
+    wrk = {
+        n: _json_line(work / f"{n}.out")
+        for n in ("hello", "heartbeat", "heartbeat_c8", "attach", "roster", "etcd")
+    }
+    for n, r in wrk.items():
+        r.update(_cpu(work, n, r["rps"]))
+    pgb = {
+        n: _pgbench(work / f"{n}.out")
+        for n in ("pgbench", "pgbench_batch64", "pgbench_batch1_generic", "pgbench_batch1_custom")
+    }
+    for n, r in pgb.items():
+        r.update(_cpu(work, n, r["tps"]))
+    hot = json.loads((work / "hot.json").read_text())
+    sweep = json.loads((work / "sweep.json").read_text())
+    runs = {(r["size"], r["stale_fraction"]): r for r in sweep["runs"]}
+
+    hb, hello, etcd = wrk["heartbeat"], wrk["hello"], wrk["etcd"]
+    pg_tps = pgb["pgbench"]["tps"]
+    hot_ratio = hot["n_tup_hot_upd"] / hot["n_tup_upd"] if hot["n_tup_upd"] else None
+    sweep_ms = {f"{size}_{int(frac * 100)}pct": r["ms"] for (size, frac), r in runs.items()}
+    idle_100k = runs.get((100_000, 0.0), {}).get("ms")
+    idle_1m = runs.get((1_000_000, 0.0), {}).get("ms")
+    wait = sweep.get("wait", {})
+
+    metrics: dict[str, Any] = {
+        "pgbench_heartbeat_tps": round(pg_tps, 1),
+        "pgbench_batch64_beats_per_s": round(pgb["pgbench_batch64"]["tps"] * 64, 1),
+        "hello_rps": hello["rps"],
+        "heartbeat_rps": hb["rps"],
+        "heartbeat_p50_ms": hb["p50_ms"],
+        "heartbeat_p99_ms": hb["p99_ms"],
+        "heartbeat_c8_rps": wrk["heartbeat_c8"]["rps"],
+        "heartbeat_c8_p50_ms": wrk["heartbeat_c8"]["p50_ms"],
+        "heartbeat_c8_p99_ms": wrk["heartbeat_c8"]["p99_ms"],
+        "etcd_keepalive_rps": etcd["rps"],
+        "etcd_keepalive_p99_ms": etcd["p99_ms"],
+        "attach_rps": wrk["attach"]["rps"],
+        "attach_p99_ms": wrk["attach"]["p99_ms"],
+        "roster_rps": wrk["roster"]["rps"],
+        "roster_p99_ms": wrk["roster"]["p99_ms"],
+        "presence_hot_ratio": round(hot_ratio, 4) if hot_ratio is not None else None,
+        "sweep_ms": sweep_ms,
+        "sweep_heartbeat_max_wait_ms": wait.get("heartbeat_max_wait_ms"),
+        "sweep_during_wait_ms": wait.get("sweep_ms"),
+        "errors": {n: r["non_2xx"] + r["socket_errors"] for n, r in wrk.items()},
+    }
+    ratios = {
+        "heartbeat_over_hello": round(hb["rps"] / hello["rps"], 3),
+        "heartbeat_over_pgbench": round(hb["rps"] / pg_tps, 3),
+        "heartbeat_over_etcd": round(hb["rps"] / etcd["rps"], 3),
+    }
+    targets = [
+        _target("heartbeat_rps / hello_rps", ratios["heartbeat_over_hello"], ">=", 0.65),
+        _target("heartbeat_rps / etcd_keepalive_rps", ratios["heartbeat_over_etcd"], ">=", 1.0),
+        _target("heartbeat_p99_ms (64 connections)", hb["p99_ms"], "<=", 30),
+        _target("heartbeat_c8_p99_ms", wrk["heartbeat_c8"]["p99_ms"], "<=", 8),
+        _target("presence_hot_ratio", metrics["presence_hot_ratio"], ">=", 0.95),
+        _target("sweep_ms, 100k idle rows", idle_100k, "<=", 50),
+        _target(
+            "sweep_ms 1M idle / 100k idle",
+            round(idle_1m / idle_100k, 2) if idle_1m and idle_100k else None,
+            "<=",
+            10,
+        ),
+        _target(
+            "heartbeat wait on the sweep / sweep duration",
+            round(wait["heartbeat_max_wait_ms"] / wait["sweep_txn_ms"], 3) if wait else None,
+            "<=",
+            1.0,
+        ),
+    ]
+
+    compared = []
+    for name, env in variants:
+        h, b = work / f"v_{name}_hello.out", work / f"v_{name}_heartbeat.out"
+        if not (h.exists() and b.exists()):
+            continue
+        hr, br = _json_line(h), _json_line(b)
+        br.update(_cpu(work, f"v_{name}_heartbeat", br["rps"]))
+        compared.append(
+            {
+                "variant": name,
+                "env": env or "(main configuration)",
+                "hello_rps": hr["rps"],
+                "heartbeat_rps": br["rps"],
+                "heartbeat_p99_ms": br["p99_ms"],
+                "heartbeat_over_hello": round(br["rps"] / hr["rps"], 3),
+                "cpu_us_per_heartbeat": br.get("cpu_us_per_op", {}),
+            }
+        )
+
+    plan_cache = {
+        "generic_calls_per_s": pgb["pgbench_batch1_generic"]["tps"],
+        "custom_calls_per_s": pgb["pgbench_batch1_custom"]["tps"],
+        "speedup": round(
+            pgb["pgbench_batch1_generic"]["tps"] / pgb["pgbench_batch1_custom"]["tps"], 2
+        ),
+    }
+    return {
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "machine": _machine(pg_version),
+        "load": {
+            "uptime_before": (work / "uptime_before").read_text().strip(),
+            "uptime_after": (work / "uptime_after").read_text().strip(),
+            "other_cpu_s_during_heartbeat": hb.get("cpu_seconds", {}).get("other"),
+        },
+        "config": {
+            "asgi_server": os.environ.get("ASGI_SERVER", "uvicorn"),
+            "web_concurrency": int(os.environ.get("WEB_CONCURRENCY", "2")),
+            "heartbeat_max_batch": int(os.environ.get("HEARTBEAT_MAX_BATCH", "512")),
+            "heartbeat_max_in_flight": int(os.environ.get("HEARTBEAT_MAX_IN_FLIGHT", "1")),
+            "heartbeat_linger_ms": float(os.environ.get("HEARTBEAT_LINGER_MS", "1")),
+            "db_pool_size": int(os.environ.get("DB_POOL_SIZE", "8")),
+            "wrk_threads": int(os.environ.get("BENCH_THREADS", "2")),
+            "connections": int(os.environ.get("BENCH_CONNECTIONS", "64")),
+            "duration_s": int(os.environ.get("BENCH_DURATION", "15")),
+        },
+        "metrics": metrics,
+        "ratios": ratios,
+        "targets": targets,
+        "variants": compared,
+        "plan_cache_mode": plan_cache,
+        "pool_reset": json.loads((work / "pool_reset.json").read_text()),
+        "sweep": sweep,
+        "phases": {**wrk, **pgb},
+    }
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def table(doc: dict[str, Any]) -> str:
+    m, lines = doc["metrics"], []
+    lines.append(f"commit {doc['commit']}  {doc['timestamp']}  {doc['machine']['cpu_model']}")
+    lines.append(f"load before: {doc['load']['uptime_before']}")
+    lines.append(f"load after:  {doc['load']['uptime_after']}")
+    lines.append("")
+    lines.append(f"{'metric':38} {'value':>14}")
+    for key in (
+        "pgbench_heartbeat_tps", "pgbench_batch64_beats_per_s", "hello_rps", "heartbeat_rps",
+        "heartbeat_p50_ms", "heartbeat_p99_ms", "heartbeat_c8_rps", "heartbeat_c8_p50_ms",
+        "heartbeat_c8_p99_ms", "etcd_keepalive_rps", "etcd_keepalive_p99_ms", "attach_rps",
+        "attach_p99_ms", "roster_rps", "roster_p99_ms", "presence_hot_ratio",
+        "sweep_heartbeat_max_wait_ms", "sweep_during_wait_ms",
+    ):  # fmt: skip
+        lines.append(f"{key:38} {_fmt(m[key]):>14}")
+    for key, value in m["sweep_ms"].items():
+        lines.append(f"{'sweep_ms ' + key:38} {_fmt(value):>14}")
+    lines.append("")
+    for key, value in doc["ratios"].items():
+        lines.append(f"{'ratio ' + key:38} {_fmt(value):>14}")
+    lines.append("")
+    lines.append(f"{'target':46} {'value':>9} {'goal':>8}  ")
+    for t in doc["targets"]:
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+        lines.append(f"{t['name']:46} {_fmt(t['value']):>9} {t['target']:>8}  {verdict}")
+    if doc["variants"]:
+        lines.append("")
+        head = f"{'variant':14} {'hello rps':>10} {'beat rps':>10} {'beat p99':>9} {'ratio':>6}"
+        lines.append(head + "  app/pg µs per beat")
+        for v in doc["variants"]:
+            cpu = v["cpu_us_per_heartbeat"]
+            lines.append(
+                f"{v['variant']:14} {v['hello_rps']:>10,.0f} {v['heartbeat_rps']:>10,.0f} "
+                f"{v['heartbeat_p99_ms']:>9.1f} {v['heartbeat_over_hello']:>6.3f}  "
+                f"{cpu.get('app', '-')}/{cpu.get('postgres', '-')}"
+            )
+    pc = doc["plan_cache_mode"]
+    lines.append("")
+    lines.append(
+        f"plan_cache_mode, 1-beat calls/s: generic {pc['generic_calls_per_s']:,.0f} vs custom "
+        f"{pc['custom_calls_per_s']:,.0f} (x{pc['speedup']})"
+    )
+    pr = doc["pool_reset"]
+    lines.append(
+        f"asyncpg pool, SELECT 1 calls/s on one connection: no-op reset "
+        f"{pr['no_reset_calls_per_s']:,.0f} vs default reset {pr['default_reset_calls_per_s']:,.0f}"
+        f" (x{pr['speedup']})"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--variants", default="")
+    parser.add_argument("--pg-version", default="")
+    args = parser.parse_args()
+    variants = [
+        (line.split("|", 1)[0], line.split("|", 1)[1])
+        for line in args.variants.splitlines()
+        if "|" in line
+    ]
+    doc = build(args.work, variants, args.pg_version)
+    args.results.mkdir(parents=True, exist_ok=True)
+    raw = args.work / "profile.raw"
+    if raw.exists() and (prof := _profile(raw)):
+        doc["profile_heartbeat_worker"] = prof
+        text = [
+            "py-spy, one app worker under heartbeat load (64 connections). Shares of the",
+            "worker's busy samples (idle waits excluded). Time in C code (uvloop, asyncpg's",
+            "protocol, httptools, syscalls) counts for the Python frame that called it.",
+        ]
+        for title, key in (
+            ("by package (self)", "package"),
+            ("by function (self)", "self"),
+            ("on the stack (inclusive)", "inclusive"),
+        ):
+            text += ["", title] + [f"{share:5.1f}%  {frame}" for share, frame in prof[key]]
+        (args.results / "profile-heartbeat.txt").write_text("\n".join(text) + "\n")
+    (args.results / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
+    with (args.results / "history.jsonl").open("a") as history:
+        history.write(json.dumps(doc, separators=(",", ":")) + "\n")
+    print(table(doc))
+    print(f"\nwritten: {args.results}/latest.json, appended to {args.results}/history.jsonl")
+
+
+if __name__ == "__main__":
+    main()
