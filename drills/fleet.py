@@ -288,7 +288,9 @@ class Ledger:
     maybe: dict[str, set[str]] = field(default_factory=dict)
     acked_writes: int = 0
 
-    def attempt_failed(self, node_id: str, op: str) -> None:
+    def attempting(self, node_id: str, op: str) -> None:
+        """Before each attempt: until acknowledged it may or may not happen (it may also land
+        in the database before its answer reaches us)."""
         self.maybe.setdefault(node_id, set()).add(STATE_AFTER[op])
 
     def ack(self, node_id: str, op: str) -> None:
@@ -329,14 +331,14 @@ async def churn(
         node = current[step // 3 % len(current)]
         op = cycle[step % 3]
         while not until() and nodes() is current:
+            ledger.attempting(node.node_id, op)
             outcome = await OPS[op](http, rec, node)
             if outcome.ok:
                 ledger.ack(node.node_id, op)
                 break
             if 400 <= outcome.status < 500:
                 break  # a refusal changes nothing; the drill reports it, retrying cannot help
-            ledger.attempt_failed(node.node_id, op)  # 503 or no answer: it may have happened
-            await asyncio.sleep(pause)
+            await asyncio.sleep(pause)  # 503 or no answer: it may have happened; retry
         else:
             continue  # stopped, or the node set changed: the attempt stays ambiguous
         step += 1
