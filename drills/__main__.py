@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -38,7 +39,15 @@ DRILLS: dict[str, Drill] = {
 }
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    # SIGTERM (timeout(1), a CI runner, kill) is handled like ^C: the running drill's cleanup
+    # runs — a frozen database is thawed, lowered settings are restored, servers are stopped.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background (SIG_IGN)
     parser = argparse.ArgumentParser(prog="python -m drills", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="name", help=", ".join(DRILLS))
     args = parser.parse_args()
@@ -86,8 +95,8 @@ def main() -> int:
                 log(f"server log tail ({ctx.server.log_path}):\n{ctx.server.log_tail(30)}")
     finally:
         ctx.close()
-        if cluster is not None and not cluster.running():
-            cluster.start()
+        if cluster is not None:
+            cluster.recover()
     failed = [v.name for v in verdicts if not v.passed]
     print(
         f"drills: {len(verdicts) - len(failed)} passed, {len(failed)} failed"

@@ -92,6 +92,7 @@ class Cluster:
     bin_dir: Path
     os_user: str | None
     log_path: Path
+    frozen: list[int] = field(default_factory=list)  # pids a freeze drill stopped
 
     @classmethod
     def discover(cls, url: str) -> Cluster:
@@ -131,28 +132,34 @@ class Cluster:
         if proc.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed: {proc.stderr or proc.stdout}")
 
-    def freeze(self) -> list[int]:
+    def freeze(self) -> None:
         """SIGSTOP the postmaster and every backend: a hung server (storage stall, network black
-        hole) rather than a dead one. Returns the pids to thaw."""
+        hole) rather than a dead one."""
         pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
-        pids = [pid, *_descendants(pid)]
-        for p in pids:
+        self.frozen = [pid, *_descendants(pid)]
+        for p in self.frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGSTOP)
-        return pids
 
-    def thaw(self, pids: list[int]) -> None:
-        for p in reversed(pids):  # backends first, the postmaster last
+    def thaw(self) -> None:
+        for p in reversed(self.frozen):  # backends first, the postmaster last
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGCONT)
+        self.frozen = []
+
+    def recover(self) -> None:
+        """Whatever a drill left behind (it failed or was interrupted mid-outage): running."""
+        if self.frozen:
+            self.thaw()
+        if not self.running():
+            log("PostgreSQL is not running: starting it")
+            self.start()
 
     def running(self) -> bool:
         return self.pg_ctl("status").returncode == 0
 
     def ensure_running(self) -> None:
-        if not self.running():
-            log("PostgreSQL is not running: starting it")
-            self.start()
+        self.recover()
         wait_database(self.url)
 
     def log_size(self) -> int:

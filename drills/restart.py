@@ -48,16 +48,17 @@ async def drill(ctx: Context, mode: str) -> Verdict:
     pid = server.pid
     rid = seed.run_id()
     with timings(url, FAST_TIMINGS):
-        beaters = seed.fleet(url, BEATERS, prefix=f"rs{mode[0]}b-{rid}")
+        beaters = seed.fleet(url, BEATERS, prefix=f"rs{mode[:2]}b-{rid}")
         # Churn nodes: members, not attached yet; `pre` before the stop, `post` from it on.
         churners = seed.fleet(
-            url, 2 * CHURN_WORKERS * NODES_PER_WORKER, prefix=f"rs{mode[0]}c-{rid}", attached=False
+            url, 2 * CHURN_WORKERS * NODES_PER_WORKER, prefix=f"rs{mode[:2]}c-{rid}", attached=False
         )
         half = CHURN_WORKERS * NODES_PER_WORKER
         pre, post = churners[:half], churners[half:]
         try:
             await _run(ctx, verdict, mode, beaters, pre, post, pid)
         finally:
+            ctx.cluster.recover()  # failed or interrupted mid-outage: the database comes back
             seed.detach_all(url, beaters + churners)
     return verdict
 
@@ -121,10 +122,9 @@ async def _run(
         pre_acked = dict(ledger.acked)
         t_stop = time.monotonic()
         outage = True  # churn moves to the `post` nodes: `pre` stays as the stop left it
-        frozen: list[int] = []
         if mode == "freeze":
             log("freezing PostgreSQL (SIGSTOP)")
-            frozen = cluster.freeze()
+            cluster.freeze()
         else:
             log(f"stopping PostgreSQL (-m {mode})")
             await asyncio.to_thread(cluster.stop, mode)
@@ -134,7 +134,7 @@ async def _run(
         t_start = time.monotonic()
         if mode == "freeze":
             log("thawing PostgreSQL (SIGCONT)")
-            cluster.thaw(frozen)
+            cluster.thaw()
         else:
             log("starting PostgreSQL")
             await asyncio.to_thread(cluster.start)
