@@ -69,8 +69,13 @@ def snapshot() -> dict[str, float]:
     procs = _read_procs()
     roots = _roots()
     out = {f"{pid}:{_group(pid, procs, roots)}": cpu for pid, (_, _, cpu) in procs.items()}
-    total = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    out["_machine_busy"] = (sum(int(x) for x in total) - int(total[3]) - int(total[4])) / _TICKS
+    # /proc/stat cpu: user nice system idle iowait irq softirq steal ...
+    total = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    out["_machine_busy"] = (sum(total) - total[3] - total[4] - total[7]) / _TICKS
+    # Kernel packet processing for loopback TCP runs largely as softirq, which is not charged
+    # to any process; steal is time the hypervisor gave to another guest.
+    out["_softirq"] = (total[5] + total[6]) / _TICKS
+    out["_steal"] = total[7] / _TICKS
     return out
 
 
@@ -80,7 +85,8 @@ def diff(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
         if not key.startswith("_"):
             group = key.split(":", 1)[1]
             groups[group] = groups.get(group, 0.0) + seconds - before.get(key, 0.0)
-    groups["machine_busy"] = after["_machine_busy"] - before["_machine_busy"]
+    for key in ("machine_busy", "softirq", "steal"):
+        groups[key] = after[f"_{key}"] - before.get(f"_{key}", 0.0)
     return {k: round(v, 3) for k, v in sorted(groups.items())}
 
 

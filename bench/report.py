@@ -123,13 +123,31 @@ def _target(
     return {"name": name, "value": value, "target": f"{op} {bound:g}", "met": met, "note": note}
 
 
-def build(work: Path, variants: list[tuple[str, str]], pg_version: str) -> dict[str, Any]:
-    wrk = {
-        n: _json_line(work / f"{n}.out")
-        for n in ("hello", "heartbeat", "heartbeat_c8", "attach", "roster", "etcd")
-    }
+def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput (its latencies and CPU too), plus every round."""
+    ordered = sorted(rounds, key=lambda r: r["rps"])
+    median = dict(ordered[len(ordered) // 2])
+    median["rounds"] = [
+        {k: r[k] for k in ("rps", "p50_ms", "p99_ms", "non_2xx", "socket_errors")} for r in rounds
+    ]
+    median["non_2xx"] = sum(r["non_2xx"] for r in rounds)
+    median["socket_errors"] = sum(r["socket_errors"] for r in rounds)
+    return median
+
+
+def build(
+    work: Path, variants: list[tuple[str, str]], pg_version: str, rounds_n: int
+) -> dict[str, Any]:
+    wrk = {n: _json_line(work / f"{n}.out") for n in ("heartbeat_c8", "attach", "roster", "etcd")}
     for n, r in wrk.items():
         r.update(_cpu(work, n, r["rps"]))
+    for n in ("hello", "heartbeat"):
+        rounds = []
+        for i in range(1, rounds_n + 1):
+            r = _json_line(work / f"{n}_r{i}.out")
+            r.update(_cpu(work, f"{n}_r{i}", r["rps"]))
+            rounds.append(r)
+        wrk[n] = _median_round(rounds)
     pgb = {
         n: _pgbench(work / f"{n}.out")
         for n in ("pgbench", "pgbench_batch64", "pgbench_batch1_generic", "pgbench_batch1_custom")
@@ -240,7 +258,8 @@ def build(work: Path, variants: list[tuple[str, str]], pg_version: str) -> dict[
             "db_pool_size": int(os.environ.get("DB_POOL_SIZE", "8")),
             "wrk_threads": int(os.environ.get("BENCH_THREADS", "2")),
             "connections": int(os.environ.get("BENCH_CONNECTIONS", "64")),
-            "duration_s": int(os.environ.get("BENCH_DURATION", "15")),
+            "duration_s": int(os.environ.get("BENCH_DURATION", "10")),
+            "rounds": rounds_n,
         },
         "metrics": metrics,
         "ratios": ratios,
@@ -278,6 +297,11 @@ def table(doc: dict[str, Any]) -> str:
         lines.append(f"{key:38} {_fmt(m[key]):>14}")
     for key, value in m["sweep_ms"].items():
         lines.append(f"{'sweep_ms ' + key:38} {_fmt(value):>14}")
+    for n in ("hello", "heartbeat"):
+        rounds = doc["phases"][n].get("rounds", [])
+        if len(rounds) > 1:
+            rps = ", ".join(f"{r['rps']:,.0f}" for r in rounds)
+            lines.append(f"{n + ' rounds (rps)':38} {rps}")
     lines.append("")
     for key, value in doc["ratios"].items():
         lines.append(f"{'ratio ' + key:38} {_fmt(value):>14}")
@@ -318,13 +342,14 @@ def main() -> None:
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--variants", default="")
     parser.add_argument("--pg-version", default="")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     variants = [
         (line.split("|", 1)[0], line.split("|", 1)[1])
         for line in args.variants.splitlines()
         if "|" in line
     ]
-    doc = build(args.work, variants, args.pg_version)
+    doc = build(args.work, variants, args.pg_version, args.rounds)
     args.results.mkdir(parents=True, exist_ok=True)
     raw = args.work / "profile.raw"
     if raw.exists() and (prof := _profile(raw)):
