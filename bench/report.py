@@ -2,7 +2,8 @@
 
     python bench/report.py WORK_DIR --results bench/results [--variants "name|env\\n..."]
 
-Writes RESULTS/latest.json, appends one line to RESULTS/history.jsonl and, when py-spy ran,
+Writes RESULTS/latest.json and latest.txt (the table), appends one line to
+RESULTS/history.jsonl and, when py-spy ran,
 RESULTS/profile-heartbeat.txt (where a worker's time goes under heartbeat load).
 """
 
@@ -369,8 +370,13 @@ def main() -> None:
     (args.results / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     with (args.results / "history.jsonl").open("a") as history:
         history.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    print(table(doc))
-    print(f"\nwritten: {args.results}/latest.json, appended to {args.results}/history.jsonl")
+    text = table(doc)
+    (args.results / "latest.txt").write_text(text + "\n")
+    print(text)
+    print(
+        f"\nwritten: {args.results}/latest.json (table: latest.txt), appended to "
+        f"{args.results}/history.jsonl"
+    )
 
 
 if __name__ == "__main__":
