@@ -15,6 +15,7 @@ from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_pool
 from control_plane.errors import DomainError
+from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_request_bodies
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
         middleware=[MetricsMiddleware],
-        on_startup=[open_pool],
+        on_startup=[open_pool, tune_gc],  # tune_gc last: the app is built by then
         on_shutdown=[close_pool],
         state=State({"settings": settings, "started_monotonic": time.monotonic()}),
         request_max_body_size=MAX_BODY_BYTES,
