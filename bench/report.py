@@ -254,7 +254,7 @@ def build(
             "asgi_server": os.environ.get("ASGI_SERVER", "uvicorn"),
             "web_concurrency": int(os.environ.get("WEB_CONCURRENCY", "2")),
             "heartbeat_max_batch": int(os.environ.get("HEARTBEAT_MAX_BATCH", "512")),
-            "heartbeat_max_in_flight": int(os.environ.get("HEARTBEAT_MAX_IN_FLIGHT", "2")),
+            "heartbeat_max_in_flight": int(os.environ.get("HEARTBEAT_MAX_IN_FLIGHT", "1")),
             "heartbeat_linger_ms": float(os.environ.get("HEARTBEAT_LINGER_MS", "1")),
             "db_pool_size": int(os.environ.get("DB_POOL_SIZE", "8")),
             "wrk_threads": int(os.environ.get("BENCH_THREADS", "2")),

@@ -258,7 +258,7 @@ if [[ $COMPARE == 1 ]]; then
     "uncoalesced|HEARTBEAT_MAX_BATCH=1 HEARTBEAT_MAX_IN_FLIGHT=8"
     "linger_0|HEARTBEAT_LINGER_MS=0"
     "linger_2|HEARTBEAT_LINGER_MS=2"
-    "in_flight_1|HEARTBEAT_MAX_IN_FLIGHT=1"
+    "in_flight_2|HEARTBEAT_MAX_IN_FLIGHT=2"
     "in_flight_4|HEARTBEAT_MAX_IN_FLIGHT=4"
     "granian|ASGI_SERVER=granian"
     "workers_1|WEB_CONCURRENCY=1"

@@ -28,7 +28,7 @@ class Settings:
     # Hot path tuning (docs/performance.md): ASGI server and the heartbeat coalescer.
     asgi_server: str = "uvicorn"
     heartbeat_max_batch: int = 512
-    heartbeat_max_in_flight: int = 2
+    heartbeat_max_in_flight: int = 1
     heartbeat_linger_ms: float = 1.0
 
     @property
@@ -55,6 +55,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         state_dir=Path(env.get("CONTROL_PLANE_STATE_DIR", str(REPO_ROOT / ".local"))),
         asgi_server=env.get("ASGI_SERVER", "uvicorn").strip().lower() or "uvicorn",
         heartbeat_max_batch=int(env.get("HEARTBEAT_MAX_BATCH", "512")),
-        heartbeat_max_in_flight=int(env.get("HEARTBEAT_MAX_IN_FLIGHT", "2")),
+        heartbeat_max_in_flight=int(env.get("HEARTBEAT_MAX_IN_FLIGHT", "1")),
         heartbeat_linger_ms=float(env.get("HEARTBEAT_LINGER_MS", "1")),
     )
