@@ -31,7 +31,7 @@ import asyncpg
 from control_plane.config import load_settings
 from control_plane.database import create_pool
 
-REPEATS = 3
+REPEATS = 5
 
 _POPULATE = """
 UPDATE control_plane.runtime_node_presence
