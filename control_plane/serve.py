@@ -32,7 +32,10 @@ def serve_uvicorn(settings: Settings) -> None:
 
 
 def serve_granian(settings: Settings) -> None:
-    from granian import Granian
+    try:
+        from granian import Granian
+    except ImportError:  # not a dependency: uvicorn is the measured default
+        raise SystemExit("ASGI_SERVER=granian needs granian: pip install granian") from None
     from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes
     from granian.log import LogLevels
 
