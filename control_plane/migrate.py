@@ -61,6 +61,14 @@ def function_files() -> list[Path]:
     return sorted((SQL_DIR / "functions").glob("*.sql"))
 
 
+# CREATE OR REPLACE cannot change a function's result type or OUT parameters: that change
+# belongs in a migration (DROP FUNCTION the old signature), like any other schema change.
+_REPLACE_HINT = (
+    "\nhint: a function's return type or OUT parameters changed; add a migration in "
+    "sql/migrations that drops the old function, then migrate again"
+)
+
+
 def apply_functions(conn: psycopg.Connection) -> int:
     files = function_files()
     with conn.transaction():
@@ -77,7 +85,8 @@ def apply_functions(conn: psycopg.Connection) -> int:
             try:
                 conn.execute(path.read_text())
             except psycopg.Error as exc:
-                raise SystemExit(f"{path.relative_to(SQL_DIR.parent)}: {exc}") from exc
+                hint = _REPLACE_HINT if exc.sqlstate == "42P13" else ""
+                raise SystemExit(f"{path.relative_to(SQL_DIR.parent)}: {exc}{hint}") from exc
         # A function created for the first time gets PostgreSQL's global default EXECUTE for
         # PUBLIC (a per-schema ALTER DEFAULT PRIVILEGES cannot revoke a global default), so
         # revoke it again now that every file ran: only the files' explicit GRANTs remain.
