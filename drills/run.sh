@@ -51,7 +51,9 @@ main() {
   fi
   export DRILLS_SCHEMATHESIS=$ST_VENV/bin/schemathesis
 
-  # Keep the reports of the last 5 runs.
+  # Keep the reports of the last 5 runs (the folder does not exist yet on a fresh clone, and
+  # a failing find would end this script under pipefail).
+  mkdir -p "$ROOT/.local/drills"
   find "$ROOT/.local/drills" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort | head -n -4 \
     | xargs -r rm -rf --
   DRILLS_WORK_DIR=${DRILLS_WORK_DIR:-$ROOT/.local/drills/$(date +%Y%m%d-%H%M%S)}
