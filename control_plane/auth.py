@@ -22,7 +22,7 @@ def bearer_token(authorization: str | None) -> str:
         token = token.strip()
         if scheme.lower() == "bearer" and token and len(token) <= _MAX_TOKEN_CHARS:
             return token
-    raise DomainError(errors.UNAUTHENTICATED, "missing, unknown, expired or revoked bearer token")
+    raise DomainError(errors.UNAUTHENTICATED, errors.UNAUTHENTICATED_DETAIL)
 
 
 def participant_digest(authorization: str | None) -> bytes:

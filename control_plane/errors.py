@@ -29,6 +29,11 @@ SQLSTATE_ERRORS: dict[str, ErrorKind] = {
     ),
 }
 
+# The details the SQL functions raise with CP401 (caller_participant) and CP403 (every
+# operation): Python refusals of the same causes must be byte-identical to them.
+UNAUTHENTICATED_DETAIL = "missing, unknown, expired or revoked bearer token"
+PERMISSION_DENIED_DETAIL = "permission denied"
+
 INVALID = ErrorKind(400, "request.invalid", "Invalid request")
 UNAUTHENTICATED = SQLSTATE_ERRORS["CP401"]
 FORBIDDEN_ADMIN = ErrorKind(403, "auth.forbidden", "Forbidden")

@@ -154,16 +154,12 @@ def _fail(futures: list[asyncio.Future[int]], exc: BaseException) -> None:
             future.set_exception(error)
 
 
-_DETAIL_401 = "missing, unknown, expired or revoked bearer token"  # caller_participant's message
-_DETAIL_403 = "permission denied"  # the one CP403 message of every SQL function
-
-
 def heartbeat_refusal(status: int) -> DomainError:
     """The problem for a refused item, byte-identical to the SQLSTATE path of other handlers."""
     if status == 401:
-        return DomainError(errors.UNAUTHENTICATED, _DETAIL_401)
+        return DomainError(errors.UNAUTHENTICATED, errors.UNAUTHENTICATED_DETAIL)
     if status == 403:
-        return DomainError(errors.SQLSTATE_ERRORS["CP403"], _DETAIL_403)
+        return DomainError(errors.SQLSTATE_ERRORS["CP403"], errors.PERMISSION_DENIED_DETAIL)
     return DomainError(errors.INVALID, "healthState must be online or degraded")
 
 
