@@ -9,7 +9,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = REPO_ROOT / "sql"
 
-MAX_BODY_BYTES = 64 * 1024  # SPEC §6: request bodies above this → 413
+MAX_BODY_BYTES = 64 * 1024  # contract §6: request bodies above this → 413
 MAX_CAPABILITIES_BYTES = 16 * 1024  # compact JSON
 MAX_CAPABILITIES_DEPTH = 8
 RETRY_AFTER_SECONDS = 5  # one sweep interval: a daemon retrying then finds the database back

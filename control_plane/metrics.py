@@ -1,4 +1,4 @@
-"""Prometheus metrics for `/metrics` (SPEC §6.9).
+"""Prometheus metrics for `/metrics` (contract §6.9).
 
 Two sources:
 - request metrics (count and latency by route template, method and status), recorded by a lean

@@ -24,7 +24,7 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Version = Annotated[str, Meta(max_length=64, pattern=VERSION_PATTERN, examples=["1.4"])]
 NodeId = Annotated[str, Meta(min_length=1, max_length=256, pattern=NODE_ID_PATTERN)]
-# Not blank, and no NUL (PostgreSQL text cannot hold it; SPEC §6.10: NUL bytes → 400).
+# Not blank, and no NUL (PostgreSQL text cannot hold it; contract §6.10: NUL bytes → 400).
 Reason = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
 Label = Annotated[str, Meta(min_length=1, max_length=200)]
 SelfReportedHealth = Literal["online", "degraded"]

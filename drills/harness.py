@@ -209,8 +209,8 @@ FAST_TIMINGS: dict[str, Any] = {
     "gap_grace": "15 seconds",  # >= 3 x the 5 s interval a running sweep loop may still use
     "stall_min_nodes": 10,
 }
-# SPEC §7 defaults.
-SPEC_TIMINGS: dict[str, Any] = {
+# contract §7 defaults.
+CONTRACT_TIMINGS: dict[str, Any] = {
     "heartbeat_interval": "15 seconds",
     "degraded_after": "30 seconds",
     "offline_after": "60 seconds",

@@ -1,4 +1,4 @@
-"""Drill: a soak at the SPEC's timings — 10,000 nodes beating every 15 s (± 1.5 s jitter) for
+"""Drill: a soak at the contract's timings — 10,000 nodes beating every 15 s (± 1.5 s jitter) for
 three minutes, plus churn: workers that attach, declare, beat, update capabilities and detach or
 revoke fresh nodes, a floor raiser (healthy sessions included: heartbeats are exempt), and a
 roster reader.
@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from drills import fleet, rawhttp, seed
-from drills.harness import SPEC_TIMINGS, Context, Verdict, connect, log, sweep_state, timings
+from drills.harness import CONTRACT_TIMINGS, Context, Verdict, connect, log, sweep_state, timings
 
 NODES = int(os.environ.get("DRILLS_SOAK_NODES", "10000"))
 SECONDS = float(os.environ.get("DRILLS_SOAK_SECONDS", "180"))
@@ -53,7 +53,7 @@ async def drill(ctx: Context) -> Verdict:
     server = ctx.ensure_server()
     rid = seed.run_id()
     prefix = f"sk-{rid}"
-    with timings(url, SPEC_TIMINGS):
+    with timings(url, CONTRACT_TIMINGS):
         t0 = time.monotonic()
         healthy = seed.fleet(url, NODES, prefix=prefix)
         with connect(url) as conn:

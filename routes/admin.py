@@ -1,4 +1,4 @@
-"""Admin API (SPEC §6.8): participants, tokens, sessions, memberships, the raise-only floor.
+"""Admin API (contract §6.8): participants, tokens, sessions, memberships, the raise-only floor.
 
 Each handler: admin check → strict body → one SQL function → its jsonb passed through.
 """

@@ -1,4 +1,4 @@
-"""Operations endpoints (no auth): liveness, readiness, Prometheus metrics (SPEC §6.9)."""
+"""Operations endpoints (no auth): liveness, readiness, Prometheus metrics (contract §6.9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Runtime-node API (SPEC §6.1–6.7): attach, declaration, capabilities, heartbeat, detach,
+"""Runtime-node API (contract §6.1–6.7): attach, declaration, capabilities, heartbeat, detach,
 roster, revoke.
 
 Each handler: strict body → one SQL function (caller resolved inside it from the token digest)

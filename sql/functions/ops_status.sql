@@ -1,4 +1,4 @@
--- Operations (SPEC §6.9). Two readers with different budgets:
+-- Operations (contract §6.9). Two readers with different budgets:
 -- * ops_status()  — /readyz, called on every probe: two single-row reads and yoyo's small
 --   bookkeeping table; never scans the node tables.
 -- * ops_metrics() — /metrics (cached ~2 s per worker by the app): the same sweep state plus the

@@ -1,4 +1,4 @@
--- SPEC §6.1: a runtime node joins a live session. One upsert on (node_id, session_id); the
+-- contract §6.1: a runtime node joins a live session. One upsert on (node_id, session_id); the
 -- partial unique index runtime_node_attachments_one_active alone keeps a node active in at most
 -- one session (no read-then-write). Lock order: sessions → session_memberships → attachments.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_attach(
@@ -106,7 +106,7 @@ END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_attach(
     bytea, uuid, uuid, text, control_plane.client_version, jsonb) IS
-    'Attach a runtime node to a session (SPEC §6.1); returns {attachmentId, sessionId, nodeId, '
+    'Attach a runtime node to a session (contract §6.1); returns {attachmentId, sessionId, nodeId, '
     'participantId, state, readOnly, clientVersion, attachedAt}. Order: participantId must be the '
     'caller, who must be an active owner/collaborator/runtime_contributor of the session, else '
     'CP403 (one constant message, also for an unknown session) → session state active, else CPC05 '

@@ -1,4 +1,4 @@
--- SPEC §6.2: the daemon declares the capabilities it validated; the only way to online.
+-- contract §6.2: the daemon declares the capabilities it validated; the only way to online.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_declare(
     p_token_sha256 bytea,
     p_node_id text,
@@ -31,7 +31,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_declare(bytea, text, jsonb) IS
-    'Capability declaration (SPEC §6.2), the only way a slot becomes online; returns {nodeId, '
+    'Capability declaration (contract §6.2), the only way a slot becomes online; returns {nodeId, '
     'state, updatedAt}. Capabilities must be a non-empty object (CP400). The caller must own the '
     'node''s active attachment (registering, online, degraded) and still be an active member of '
     'its session, else CP403 ''permission denied''. A client version below the session''s current '

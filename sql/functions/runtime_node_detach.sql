@@ -1,4 +1,4 @@
--- SPEC §6.5: the owner takes the node's active slot offline. Idempotent; revoked is never left.
+-- contract §6.5: the owner takes the node's active slot offline. Idempotent; revoked is never left.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_detach(p_token_sha256 bytea, p_node_id text)
     RETURNS void
     LANGUAGE plpgsql
@@ -49,7 +49,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_detach(bytea, text) IS
-    'Detach (SPEC §6.5). Unknown token → CP401. Finds the node''s active attachment (registering, '
+    'Detach (contract §6.5). Unknown token → CP401. Finds the node''s active attachment (registering, '
     'online, degraded); none → no-op. The owner (even with an inactive membership) takes it '
     'offline and sets an existing presence row offline (never inserts one, leaves '
     'last_heartbeat_at alone). An active member of that session who is not the owner → CP403 '

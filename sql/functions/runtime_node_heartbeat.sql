@@ -1,4 +1,4 @@
--- SPEC §6.4: the hot path. One set-based statement authorizes every beat with its own token and
+-- contract §6.4: the hot path. One set-based statement authorizes every beat with its own token and
 -- upserts presence on the database clock. Exempt from the version floor.
 --
 -- Concurrency: each authorized beat takes FOR KEY SHARE on the node's attachment. Detach and
@@ -8,7 +8,7 @@
 -- take only NO KEY UPDATE, so beats never wait for them. Presence rows are written in node_id
 -- order, so concurrent batches cannot deadlock on them.
 --
--- Durability: commits are synchronous like every other write (SPEC §8: no acknowledged write is
+-- Durability: commits are synchronous like every other write (contract §8: no acknowledged write is
 -- lost). The HTTP tier coalesces concurrent beats into one call, so one WAL flush acknowledges a
 -- whole batch; asynchronous commit would buy little and break that promise.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat_batch(
@@ -96,7 +96,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[]) IS
-    'Heartbeats, set-based (SPEC §6.4): item i is (token digest i, node id i, health i); the three '
+    'Heartbeats, set-based (contract §6.4): item i is (token digest i, node id i, health i); the three '
     'arrays must have equal length (else CP400). Returns one HTTP status per item, in order: 400 '
     'health not online|degraded; 401 unknown, expired or revoked token; 403 the token''s '
     'participant does not own the node''s active attachment or is not an active member of its '
@@ -140,7 +140,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) IS
-    'Heartbeat of one node (SPEC §6.4): runtime_node_heartbeat_batch with one item, its verdict '
+    'Heartbeat of one node (contract §6.4): runtime_node_heartbeat_batch with one item, its verdict '
     'raised as CP400 (health not online|degraded), CP401 (token) or CP403 ''permission denied'' '
     '(caller does not own the node''s active attachment or is not an active member of its '
     'session; no presence row is written). On success presence is upserted with '

@@ -1,4 +1,4 @@
--- Shared authorization of declaration and capability update (SPEC §5): the caller owns the
+-- Shared authorization of declaration and capability update (contract §5): the caller owns the
 -- node's active attachment and is still an active member of that session. The attachment names
 -- its session, but the lock order is sessions → memberships → attachments, so: find the slot
 -- without a lock, lock session and membership, then lock the slot and re-check it (a detach or

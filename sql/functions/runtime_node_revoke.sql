@@ -1,4 +1,4 @@
--- SPEC §6.7: a session owner (or the admin) revokes a node's slot in that session, for good.
+-- contract §6.7: a session owner (or the admin) revokes a node's slot in that session, for good.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_revoke(
     p_token_sha256 bytea,
     p_session_id uuid,
@@ -46,7 +46,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean) IS
-    'Revoke (SPEC §6.7). p_as_admin = true: admin authority (the HTTP tier checked the admin '
+    'Revoke (contract §6.7). p_as_admin = true: admin authority (the HTTP tier checked the admin '
     'token; the token digest may be NULL). Otherwise the token''s participant must be an active '
     'member with role owner of the session, else CP403 ''permission denied'' (also for an unknown '
     'session); unknown token → CP401. The node''s non-revoked attachment in that session becomes '

@@ -1,4 +1,4 @@
--- SPEC §6.6: every attachment of a session, for any active member. Reads only, takes no lock.
+-- contract §6.6: every attachment of a session, for any active member. Reads only, takes no lock.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster(p_token_sha256 bytea, p_session_id uuid)
     RETURNS jsonb
     LANGUAGE plpgsql
@@ -41,7 +41,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS
-    'Roster (SPEC §6.6): {nodes: [{attachmentId, nodeId, participantId, state, healthState, '
+    'Roster (contract §6.6): {nodes: [{attachmentId, nodeId, participantId, state, healthState, '
     'lastHeartbeatAt, readOnly, capabilities, clientVersion, attachedAt}]} — every attachment of '
     'the session in all five states, ordered by attached_at, node_id. Caller: any active member '
     '(any role), else CP403 ''permission denied'' (also for an unknown session); unknown token → '

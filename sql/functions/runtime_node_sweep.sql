@@ -1,4 +1,4 @@
--- SPEC §4 (presence axis) and §7: the liveness sweep, its outage guard, and the loop that drives
+-- contract §4 (presence axis) and §7: the liveness sweep, its outage guard, and the loop that drives
 -- it every sweep interval on pg_cron < 1.5 (which cannot schedule in seconds).
 --
 -- Not SECURITY DEFINER: pg_cron runs it as the migrating superuser (the job owner) and DBAs call
@@ -135,7 +135,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_sweep(timestamptz) IS
-    'Liveness sweep (SPEC §4, §7), run by pg_cron every sweep interval. Demotes presence rows whose '
+    'Liveness sweep (contract §4, §7), run by pg_cron every sweep interval. Demotes presence rows whose '
     'last heartbeat is older than settings.degraded_after (strict >) from online to degraded and '
     'older than settings.offline_after (strict >) to offline; transition-only and idempotent (never '
     'promotes, never rewrites a row at its target, never turns offline into degraded). Returns the '

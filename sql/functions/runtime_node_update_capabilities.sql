@@ -1,4 +1,4 @@
--- SPEC §6.3: full replacement of the capability map, optionally with a self-reported health
+-- contract §6.3: full replacement of the capability map, optionally with a self-reported health
 -- change of the slot (online|degraded; registering → online is a declaration's job).
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_update_capabilities(
     p_token_sha256 bytea,
@@ -30,7 +30,7 @@ BEGIN
     END IF;
 
     v_slot := runtime_node_lock_owned(caller_participant(p_token_sha256), p_node_id);  -- 401/403
-    -- The floor gate comes before the state rule (SPEC §6.3).
+    -- The floor gate comes before the state rule (contract §6.3).
     IF version_below_floor(v_slot.o_client_version, v_slot.o_floor) THEN
         RAISE EXCEPTION 'client version % is below the session''s minimum client version %',
                         v_slot.o_client_version, v_slot.o_floor
@@ -51,7 +51,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_update_capabilities(bytea, text, jsonb, text, text) IS
-    'Capability update (SPEC §6.3); returns {nodeId, state, updatedAt} with the 5-value slot state. '
+    'Capability update (contract §6.3); returns {nodeId, state, updatedAt} with the 5-value slot state. '
     'p_health_state is NULL, online or degraded (else CP400); p_reason is validated, not stored. '
     'Order: the caller must own the node''s active attachment and still be an active member of '
     'its session, else CP403 ''permission denied'' → client version below the current floor → '

@@ -14,7 +14,7 @@ COMMENT ON FUNCTION control_plane.version_compare(text, text) IS
     'precision: returns -1, 0 or 1. 10.0 > 9.0 and 1.10 > 1.9 (never a text comparison). '
     'Inputs are expected to satisfy the client_version domain.';
 
--- The read-only verdict of SPEC §4, derived, never stored.
+-- The read-only verdict of contract §4, derived, never stored.
 CREATE OR REPLACE FUNCTION control_plane.version_below_floor(p_version text, p_floor text)
     RETURNS boolean
     LANGUAGE sql

@@ -1,4 +1,4 @@
--- Runtime-node control plane: roles, schema, version domain and every table of SPEC §3.
+-- Runtime-node control plane: roles, schema, version domain and every table of contract §3.
 -- Tables are owned by control_plane_owner (NOLOGIN) so SECURITY DEFINER functions never run
 -- with a superuser's rights; the HTTP tier logs in as control_plane_api (EXECUTE only).
 

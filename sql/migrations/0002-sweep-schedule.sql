@@ -1,4 +1,4 @@
--- SPEC §7: pg_cron drives the liveness sweep inside the database.
+-- contract §7: pg_cron drives the liveness sweep inside the database.
 -- Runs as the migrating superuser, in the database named by cron.database_name (migrate checks
 -- it), so the jobs belong to that superuser and run as it.
 --

@@ -1,4 +1,4 @@
-"""Interleavings of the runtime-node functions on real connections (SPEC §5, §8 concurrency).
+"""Interleavings of the runtime-node functions on real connections (contract §5, §8 concurrency).
 
 Each test drives two (or more) PostgreSQL connections with explicit transactions: one holds its
 locks inside an open transaction while another calls a function in a thread; the test waits until

@@ -1,4 +1,4 @@
-"""Least privilege, proven by logging in as the API role the way the app does (SPEC §8).
+"""Least privilege, proven by logging in as the API role the way the app does (contract §8).
 
 tests/sql/14-privileges.sql checks the catalog; this file checks what a real session of
 control_plane_api can and cannot do.

@@ -1,4 +1,4 @@
-"""Bad input never yields 500 and never writes (SPEC §6 input limits, §6.10, §8).
+"""Bad input never yields 500 and never writes (contract §6 input limits, §6.10, §8).
 
 Every case is sent by a caller who is fully authorized for the target (an owner with the node
 attached), so the only reason for a refusal is the input itself. Around each case the tables are

@@ -1,4 +1,4 @@
-"""The coalesced heartbeat path (SPEC §6.4), end to end over real HTTP.
+"""The coalesced heartbeat path (contract §6.4), end to end over real HTTP.
 
 Many concurrent beats share round trips in the server; each must still get the verdict of its
 own token and node: 204 for an owner's active node, 401 for an unknown token, 403 (the one

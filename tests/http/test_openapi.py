@@ -1,4 +1,4 @@
-"""The OpenAPI document at /schema/openapi.json describes the whole /v1 API (SPEC §6.9)."""
+"""The OpenAPI document at /schema/openapi.json describes the whole /v1 API (contract §6.9)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_attach_body_schema_matches_the_spec(document: dict[str, Any]) -> None:
 
 
 def test_daemons_cannot_even_describe_forbidden_health(document: dict[str, Any]) -> None:
-    """offline/registering/revoked are unrepresentable in every request schema (SPEC §4)."""
+    """offline/registering/revoked are unrepresentable in every request schema (contract §4)."""
     for key in [
         ("post", "/v1/runtime-nodes/{}/heartbeat"),
         ("put", "/v1/runtime-nodes/{}/capabilities"),

@@ -1,4 +1,4 @@
-"""Operations endpoints over real HTTP: /healthz, /readyz, /metrics (SPEC §6.9).
+"""Operations endpoints over real HTTP: /healthz, /readyz, /metrics (contract §6.9).
 
 The database is shared with other tests and with the live pg_cron sweep. Rows other tests left
 behind may hold the outage guard (stall mode: nobody beats), which /readyz rightly reports; the

@@ -1,4 +1,4 @@
-"""Runtime-node API end to end over real HTTP (SPEC §4, §5, §6.1–6.7): status, code, body and
+"""Runtime-node API end to end over real HTTP (contract §4, §5, §6.1–6.7): status, code, body and
 the effect in the database of every operation."""
 
 from __future__ import annotations

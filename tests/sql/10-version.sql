@@ -1,4 +1,4 @@
--- The client_version domain (SPEC §3) and its numeric comparison: version_compare,
+-- The client_version domain (contract §3) and its numeric comparison: version_compare,
 -- version_below_floor.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;

@@ -1,4 +1,4 @@
--- Every table of SPEC §3: columns and types, CHECKed enumerations, the two unique indexes on
+-- Every table of contract §3: columns and types, CHECKed enumerations, the two unique indexes on
 -- attachments, foreign keys, the node_id domain, the presence table's HOT-friendly layout, the
 -- settings row, and the attachment immutability trigger.
 -- Rows are inserted directly as superuser with random ids and node ids (the database is shared
@@ -14,7 +14,7 @@ SELECT has_schema('control_plane');
 SELECT tables_are('control_plane', ARRAY[
     'participants', 'participant_tokens', 'sessions', 'session_memberships',
     'runtime_node_attachments', 'runtime_node_presence', 'settings', 'sweep_state'],
-    'control_plane holds exactly the tables of SPEC §3');
+    'control_plane holds exactly the tables of contract §3');
 
 SELECT col_type_is('control_plane', t, c, ty, format('%s.%s is %s', t, c, ty))
   FROM (VALUES
@@ -277,7 +277,7 @@ SELECT throws_ok('INSERT INTO sweep_state DEFAULT VALUES', '23505', NULL,
 SELECT has_column('control_plane', 'settings', c, format('settings.%s', c))
   FROM unnest(ARRAY['heartbeat_interval', 'degraded_after', 'offline_after', 'sweep_interval',
                     'gap_grace', 'stall_min_nodes']) c;
--- Fresh defaults (the live row may have been tuned by a DBA; the defaults are what SPEC §7 says).
+-- Fresh defaults (the live row may have been tuned by a DBA; the defaults are what contract §7 says).
 SELECT col_default_is('control_plane', 'settings', c, d, format('settings.%s defaults to %s', c, d))
   FROM (VALUES ('heartbeat_interval', '15 seconds'),
                ('degraded_after', '30 seconds'),

@@ -1,4 +1,4 @@
--- The admin SQL functions (SPEC §6.8) as a DBA calls them in psql, and caller_participant, the
+-- The admin SQL functions (contract §6.8) as a DBA calls them in psql, and caller_participant, the
 -- token resolution every runtime-node function starts with.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;

@@ -1,4 +1,4 @@
--- Least privilege (SPEC §8): the API login role may EXECUTE the API functions and nothing else.
+-- Least privilege (contract §8): the API login role may EXECUTE the API functions and nothing else.
 -- It has no table privilege, owns nothing, is no superuser and cannot become the owner.
 -- (tests/db/test_privileges.py proves the same by actually logging in as the role.)
 BEGIN;

@@ -1,4 +1,4 @@
--- runtime_node_attach (SPEC §4, §5, §6.1): authorization, session state, the version floor
+-- runtime_node_attach (contract §4, §5, §6.1): authorization, session state, the version floor
 -- (P1–P3), the upsert's outcomes (new, reconnect, re-handshake, revoked, other owner), the
 -- single-active-session index from both the INSERT and the reactivating UPDATE (P9), revoked is
 -- terminal (P10), multi-node coexistence (P5), and "a refused attach changes nothing".

@@ -1,4 +1,4 @@
--- runtime_node_declare (SPEC §4, §6.2): the only way online; authorization (uniform 403); the
+-- runtime_node_declare (contract §4, §6.2): the only way online; authorization (uniform 403); the
 -- floor gate (P4: below the floor → CPC04 and nothing changes, re-derived against the current
 -- floor); writes only the attachment row.
 BEGIN;

@@ -1,4 +1,4 @@
--- runtime_node_update_capabilities (SPEC §4, §6.3): full replacement, the slot-state rules
+-- runtime_node_update_capabilities (contract §4, §6.3): full replacement, the slot-state rules
 -- (registering → online refused, registering/online → degraded, degraded → online), the order
 -- auth → floor → state rule, input validation, and "writes only the attachment row".
 BEGIN;

@@ -1,4 +1,4 @@
--- runtime_node_heartbeat and runtime_node_heartbeat_batch (SPEC §4, §6.4): presence upsert on
+-- runtime_node_heartbeat and runtime_node_heartbeat_batch (contract §4, §6.4): presence upsert on
 -- the database clock, hysteresis, floor exemption, refusals write no presence, and the batch's
 -- per-item verdicts with mixed callers, duplicates and malformed input.
 BEGIN;

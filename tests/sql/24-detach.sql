@@ -1,4 +1,4 @@
--- runtime_node_detach (SPEC §4, §5, §6.5): the owner takes the active slot offline (even with an
+-- runtime_node_detach (contract §4, §5, §6.5): the owner takes the active slot offline (even with an
 -- inactive membership), presence goes offline by UPDATE only, idempotent, the three caller cases
 -- (owner / active non-owner member → 403 / anyone else → no-op), revoked never flips,
 -- memberships never touched.

@@ -1,4 +1,4 @@
--- runtime_node_roster (SPEC §6.6): every attachment in all five states, ordered by attached_at
+-- runtime_node_roster (contract §6.6): every attachment in all five states, ordered by attached_at
 -- then node_id, presence fields (null when the node never beat), readOnly against the current
 -- floor, any active member may read, uniform 403, writes nothing.
 BEGIN;

@@ -1,4 +1,4 @@
--- runtime_node_revoke (SPEC §4, §6.7): session owner or admin; any non-revoked slot → revoked
+-- runtime_node_revoke (contract §4, §6.7): session owner or admin; any non-revoked slot → revoked
 -- (terminal), presence offline only when the slot was active; already revoked → no-op; no slot →
 -- CP404 (reached only by owners/admin); uniform 403 otherwise. And revoked stays terminal for
 -- every other operation (P10).

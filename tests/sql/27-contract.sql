@@ -1,4 +1,4 @@
--- The lifecycle functions' contract (docs/design.md, SPEC §5, §8): SECURITY DEFINER with a pinned
+-- The lifecycle functions' contract (docs/design.md, contract §5, §8): SECURITY DEFINER with a pinned
 -- search_path, a COMMENT for DBAs, EXECUTE granted to the API role (and the internal helper not),
 -- the API role reaching data only through them, and one byte-identical 403 across operations.
 BEGIN;

@@ -1,4 +1,4 @@
--- The liveness sweep's rules (SPEC §4 presence axis, §7): thresholds with strict >, transition
+-- The liveness sweep's rules (contract §4 presence axis, §7): thresholds with strict >, transition
 -- only, idempotent, never a promotion, hysteresis through heartbeats, slot axis untouched,
 -- sweep_state recorded, privileges.
 -- Isolation: the database is shared with other suites and the live pg_cron sweep. Inside this

@@ -1,4 +1,4 @@
--- The sweep's outage guard (SPEC §7): the gap guard (the control plane was not watching) and
+-- The sweep's outage guard (contract §7): the gap guard (the control plane was not watching) and
 -- the ingestion-stall guard (nobody's beats arrive), on explicit p_now calls.
 -- Isolation as in 40-sweep-rules.sql: presence emptied, settings and sweep_state set explicitly,
 -- fixed clock T = 2030-01-01 00:00:00 UTC, everything rolled back.
