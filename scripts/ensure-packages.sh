@@ -66,7 +66,7 @@ apt_update() {
   can_root || { log "not root: cannot refresh apt lists; using existing ones"; return 0; }
   log "apt-get update"
   as_root apt-get update -qq >&2 || log "warning: apt-get update failed; using existing lists"
-  as_root mkdir -p "${stamp%/*}" && as_root touch "$stamp" || true
+  { as_root mkdir -p "${stamp%/*}" && as_root touch "$stamp"; } || true
 }
 
 # True when apt has an installation candidate for the package.
@@ -165,7 +165,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   fi
 fi
 if [[ ! -e $optional_stamp ]] && can_root; then
-  as_root mkdir -p "${optional_stamp%/*}" && as_root touch "$optional_stamp" || true
+  { as_root mkdir -p "${optional_stamp%/*}" && as_root touch "$optional_stamp"; } || true
 fi
 
 [[ -x "$BINDIR/postgres" && -x "$BINDIR/initdb" && -x "$BINDIR/pg_ctl" ]] \
