@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make sure a PostgreSQL server major with pg_cron (plus pgTAP, pg_prove, plpgsql_check when the
-# distribution has them) is installed, then print that major's bin directory on stdout:
+# Make sure a PostgreSQL server major with pg_cron, pgTAP, pg_prove and plpgsql_check is
+# installed, then print that major's bin directory on stdout:
 #
 #   export PG_BINDIR="$(scripts/ensure-packages.sh)"
 #
@@ -128,9 +128,11 @@ MAJOR=
 choose_major
 BINDIR=/usr/lib/postgresql/$MAJOR/bin
 
+# plpgsql_check: `make lint` checks every PL/pgSQL function with it.
 required=("postgresql-$MAJOR" "postgresql-client-$MAJOR" "postgresql-$MAJOR-cron"
-          "postgresql-$MAJOR-pgtap" libtap-parser-sourcehandler-pgtap-perl)
-optional=("postgresql-$MAJOR-plpgsql-check")
+          "postgresql-$MAJOR-pgtap" libtap-parser-sourcehandler-pgtap-perl
+          "postgresql-$MAJOR-plpgsql-check")
+optional=()
 # Optional packages are looked up once per machine (or whenever we install anyway), so the
 # fast path never calls apt when an optional package simply does not exist.
 optional_stamp=/var/lib/apt/periodic/control-plane-optional-checked-$MAJOR
