@@ -3,10 +3,10 @@
 # when any reports a finding.
 #   ruff check, ruff format --check   Python style and lint (pyproject.toml [tool.ruff])
 #   mypy                              strict type check (pyproject.toml [tool.mypy])
-#   shellcheck                        every shell script (scripts/, bench/, drills/, .ci/)
+#   ShellCheck                        every shell script (scripts/, bench/, drills/, .ci/)
 #   plpgsql_check                     every PL/pgSQL function and procedure in schema
 #                                     control_plane, with performance, extra and security
-#                                     warnings (scripts/plpgsql-check.sql), on the test cluster
+#                                     warnings (scripts/plpgsql-check.sh), on the test cluster
 #                                     freshly migrated from zero (or DATABASE_URL when set)
 # Installs shellcheck (apt) and the PostgreSQL packages (scripts/ensure-packages.sh) when missing.
 set -euo pipefail
@@ -27,7 +27,10 @@ step() {  # step NAME COMMAND...: run, remember a failure, carry on
 shell_scripts() {
   local f
   # Tracked files: *.sh, and any file under the script folders that starts with a shell shebang.
-  git ls-files -- scripts bench drills .ci '*.sh' | sort -u | while read -r f; do
+  {
+    git ls-files -- scripts bench drills .ci '*.sh' 2>/dev/null \
+      || find scripts bench drills .ci -type f  # not a git checkout (an unpacked archive)
+  } | sort -u | while read -r f; do
     [[ -f $f ]] || continue
     if [[ $f == *.sh ]] || head -n1 -- "$f" | grep -Eq '^#!.*\b(ba)?sh\b'; then
       printf '%s\n' "$f"
@@ -45,6 +48,7 @@ run_shellcheck() {
   fi
   local scripts
   mapfile -t scripts < <(shell_scripts)
+  (( ${#scripts[@]} )) || { log "shellcheck: no shell scripts found"; return 1; }
   log "shellcheck: ${#scripts[@]} script(s)"
   shellcheck -x "${scripts[@]}"
 }
@@ -52,30 +56,7 @@ run_shellcheck() {
 # One make test/lint database reset at a time per checkout (they share the test cluster).
 run_plpgsql_check() {
   mkdir -p .local
-  flock -w 7200 .local/make-test.lock bash -c '
-    set -euo pipefail
-    out="$(bash scripts/env.sh test)"
-    eval "$out"
-    if [[ -n "${CONTROL_PLANE_LOCAL_CLUSTER:-}" ]]; then
-      trap "bash scripts/local-db.sh down test >/dev/null 2>&1 || true" EXIT
-    fi
-    .venv/bin/python -m control_plane.migrate
-    eval "$(.venv/bin/python scripts/libpq_env.py "$DATABASE_URL")"
-    psql=("$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1)
-    "${psql[@]}" -c "SET client_min_messages = warning" \
-      -c "CREATE SCHEMA IF NOT EXISTS plpgsql_check" \
-      -c "CREATE EXTENSION IF NOT EXISTS plpgsql_check SCHEMA plpgsql_check"
-    checked=$("${psql[@]}" -At -c "SELECT count(*) FROM pg_proc p
-      JOIN pg_language l ON l.oid = p.prolang AND l.lanname = '\''plpgsql'\''
-     WHERE p.pronamespace = '\''control_plane'\''::regnamespace")
-    findings=$("${psql[@]}" -x -t -f scripts/plpgsql-check.sql)
-    if [[ -n $findings ]]; then
-      printf "%s\n" "$findings"
-      echo "plpgsql_check: findings in the functions above ($checked checked)" >&2
-      exit 1
-    fi
-    echo "plpgsql_check: $checked PL/pgSQL function(s) and procedure(s), no findings" >&2
-  '
+  flock -w 7200 .local/make-test.lock bash scripts/plpgsql-check.sh
 }
 
 step "ruff check" "$PY/ruff" check .
