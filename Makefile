@@ -19,8 +19,10 @@ help:
 venv:
 	@bash scripts/venv.sh
 
+# The port is checked first: a busy one says how to pick another before any database work.
 run: venv
-	@out="$$(bash scripts/env.sh run)"
+	@$(PY) -m control_plane.preflight
+	out="$$(bash scripts/env.sh run)"
 	eval "$$out"
 	$(PY) -m control_plane.migrate
 	exec $(PY) -m control_plane.serve
