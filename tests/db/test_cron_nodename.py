@@ -25,13 +25,19 @@ def our_jobs(db: psycopg.Connection) -> list[tuple[str, str, int]]:
     ).fetchall()
 
 
+def setting(db: psycopg.Connection, name: str) -> str:
+    row = db.execute("SELECT current_setting(%s)", [name]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 def server_port(db: psycopg.Connection) -> int:
-    return int(db.execute("SHOW port").fetchone()[0])
+    return int(setting(db, "port"))
 
 
 def test_cluster_is_socket_only_with_the_default_cron_host(db: psycopg.Connection) -> None:
     """The premise of the other tests: the setting that used to hide the bug is absent."""
-    assert db.execute("SHOW listen_addresses").fetchone()[0] == ""
+    assert setting(db, "listen_addresses") == ""
     assert db.execute(
         "SELECT setting, source FROM pg_settings WHERE name = 'cron.host'"
     ).fetchone() == ("localhost", "default")
