@@ -108,12 +108,24 @@ def last_connection_failure(conn: psycopg.Connection) -> str | None:
         "SELECT d.status, d.return_message FROM cron.job_run_details d"
         "  JOIN cron.job j USING (jobid)"
         " WHERE j.jobname LIKE %s AND j.database = current_database()"
-        " ORDER BY d.start_time DESC NULLS LAST LIMIT 1",
+        " ORDER BY d.runid DESC LIMIT 1",  # a run that could not connect has no start_time
         [JOB_PATTERN],
     ).fetchone()
     if row is None or row[0] != "failed" or "connection" not in str(row[1]).lower():
         return None
     return str(row[1])
+
+
+def forget_connection_failures(conn: psycopg.Connection) -> int:
+    """After a repair, the runs that failed to connect describe a registration that is gone;
+    left in place they would fail the next migrate's check until a new run succeeds."""
+    cur = conn.execute(
+        "DELETE FROM cron.job_run_details d USING cron.job j"
+        " WHERE d.jobid = j.jobid AND j.jobname LIKE %s AND j.database = current_database()"
+        "   AND d.status = 'failed' AND d.return_message ILIKE '%%connection%%'",
+        [JOB_PATTERN],
+    )
+    return cur.rowcount
 
 
 def ensure_job_connection(conn: psycopg.Connection) -> str:
@@ -126,9 +138,11 @@ def ensure_job_connection(conn: psycopg.Connection) -> str:
         raise SystemExit(f"pg_cron cannot run the sweep job: {why_not}")
     repaired = repair(conn, where)
     if repaired:
+        forgotten = forget_connection_failures(conn)
         return (
             f"pg_cron: {repaired} job(s) now connect to {where.nodename}:{where.nodeport} "
             f"({where.why})"
+            + (f"; {forgotten} failed run(s) of the old registration cleared" if forgotten else "")
         )
     failure = last_connection_failure(conn)
     if failure is not None:

@@ -85,14 +85,15 @@ def test_a_socket_directory_the_server_does_not_use_is_refused(db: psycopg.Conne
 
 
 def test_a_failed_connection_of_the_last_run_stops_migrate(db: psycopg.Connection) -> None:
-    """pg_cron records a job that cannot connect as a failed run; migrate reports it."""
+    """pg_cron records a job that cannot connect as a failed run, without start or end time
+    (as pg_cron 1.4 writes it for a job at `localhost` on this cluster); migrate reports it."""
     with db.transaction(force_rollback=True):
         db.execute(
             "INSERT INTO cron.job_run_details"
             " (jobid, runid, job_pid, database, username, command, status, return_message,"
             "  start_time, end_time)"
-            " SELECT jobid, nextval('cron.runid_seq'), 0, database, username, command, 'failed',"
-            "        'connection failed', now() + interval '1 hour', now() + interval '1 hour'"
+            " SELECT jobid, nextval('cron.runid_seq'), NULL, database, username, command,"
+            "        'failed', 'connection failed', NULL, NULL"
             "   FROM cron.job WHERE jobname = 'runtime-node-staleness-sweep'"
             "    AND database = current_database()"
         )
@@ -104,3 +105,27 @@ def test_a_failed_connection_of_the_last_run_stops_migrate(db: psycopg.Connectio
         else:
             raise AssertionError("migrate accepted jobs whose last run could not connect")
     assert cron_jobs.last_connection_failure(db) is None
+
+
+def test_a_repair_clears_the_failures_of_the_old_registration(
+    db: psycopg.Connection, database_url: str, run_migrate: MigrateCli
+) -> None:
+    """Jobs at `localhost` fail to connect (pg_cron records it); after migrate repairs them, the
+    next migrate must not refuse because of those stale failures."""
+    db.execute(
+        "UPDATE cron.job SET nodename = 'localhost'"
+        " WHERE jobname LIKE 'runtime-node-%' AND database = current_database()"
+    )
+    db.execute(
+        "INSERT INTO cron.job_run_details"
+        " (jobid, runid, job_pid, database, username, command, status, return_message)"
+        " SELECT jobid, nextval('cron.runid_seq'), NULL, database, username, command,"
+        "        'failed', 'connection failed'"
+        "   FROM cron.job WHERE jobname = 'runtime-node-staleness-sweep'"
+        "    AND database = current_database()"
+    )
+    first = run_migrate(database_url)
+    assert "2 job(s) now connect to" in first.stderr
+    assert "1 failed run(s) of the old registration cleared" in first.stderr
+    assert cron_jobs.last_connection_failure(db) is None
+    run_migrate(database_url)  # check=True: succeeds
