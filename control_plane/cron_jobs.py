@@ -76,7 +76,11 @@ def problem(conn: psycopg.Connection, where: Target) -> str | None:
     listen = [a.strip() for a in (_setting(conn, "listen_addresses") or ("", ""))[0].split(",")]
     listen = [a for a in listen if a]
     dirs = _socket_dirs(conn)
-    fix = f"set cron.host = '{dirs[0] if dirs else '<socket directory>'}' in postgresql.conf"
+    fix = (
+        f"set cron.host = '{dirs[0] if dirs else '<socket directory>'}' in postgresql.conf, or "
+        f"cron.use_background_workers = on (no connection at all: the choice for replicated "
+        f"servers, whose members' addresses differ while the jobs replicate)"
+    )
     if not listen:
         return (
             f"the jobs would connect over TCP to {where.nodename!r}, but this server accepts only "
