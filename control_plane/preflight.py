@@ -1,12 +1,14 @@
-"""`python -m control_plane.preflight`: is HOST:PORT free? `make run` asks before it starts or
-migrates any database, so a busy port costs nothing and says how to pick another."""
+"""`python -m control_plane.preflight`: are the settings valid and is HOST:PORT free? `make run`
+asks before it starts or migrates any database, so a typo or a busy port costs nothing and says
+how to fix it."""
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
-from control_plane.config import listen_address
+from control_plane.config import load_settings
 
 
 def service_url(host: str, port: int) -> str:
@@ -40,8 +42,10 @@ def require_free_port(host: str, port: int) -> None:
 
 
 def main() -> None:
-    host, port = listen_address()
-    require_free_port(host, port)
+    # The database is not needed yet (`make run` may be about to start it): a placeholder URL
+    # lets every other setting be checked now.
+    settings = load_settings({**os.environ, "DATABASE_URL": os.environ.get("DATABASE_URL") or "-"})
+    require_free_port(settings.host, settings.port)
 
 
 if __name__ == "__main__":

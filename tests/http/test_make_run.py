@@ -54,6 +54,25 @@ def test_busy_port_is_reported_before_the_database_is_touched(tmp_path: Path) ->
     assert "env:" not in proc.stderr and "migrate" not in proc.stderr  # stopped before both
 
 
+def test_a_bad_log_level_is_reported_before_the_database_is_touched(tmp_path: Path) -> None:
+    env = make_run_env(
+        PORT=str(free_port()),
+        LOG_LEVEL="loud",
+        DATABASE_URL=f"postgresql://nobody@/nowhere?host={tmp_path}&port=1",
+    )
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "LOG_LEVEL must be one of debug, info, warning, error, not 'loud'" in proc.stderr
+    assert "env:" not in proc.stderr
+
+
 def test_make_run_prints_its_url_and_logs_start_access_and_shutdown(
     database_url: str, migrated: None, tmp_path: Path
 ) -> None:
