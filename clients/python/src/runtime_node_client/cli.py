@@ -432,5 +432,7 @@ def revoke(
 
 def main() -> None:
     app()
+
+
 if __name__ == "__main__":
     main()
