@@ -17,6 +17,7 @@ from control_plane.database import create_pool
 from control_plane.errors import DomainError
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
+from control_plane.methods import ControlPlaneApp
 from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_request_bodies
 from routes.admin import admin_router
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def close_pool(app: Litestar) -> None:
         await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
 
-    app = Litestar(
+    app = ControlPlaneApp(
         route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
         middleware=[MetricsMiddleware],
         on_startup=[open_pool, tune_gc],  # tune_gc last: the app is built by then

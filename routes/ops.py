@@ -105,4 +105,6 @@ async def metrics(request: Req) -> Response[bytes]:
     if database is None:
         database = state["database_metrics"] = DatabaseMetrics()
     await database.refresh(pool_of(request))
-    return Response(render(database), media_type=CONTENT_TYPE, headers=NO_STORE)
+    # The full media type as the header: Litestar appends `; charset=utf-8` to any `text/`
+    # media_type it is given, and a second charset is refused by Prometheus 3.
+    return Response(render(database), headers={**NO_STORE, "Content-Type": CONTENT_TYPE})
