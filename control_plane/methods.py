@@ -18,7 +18,6 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.routes import HTTPRoute
-from litestar.types import Message, Receive, Scope, Send
 
 
 def allow_header(methods: set[str] | frozenset[str]) -> str:
@@ -53,21 +52,19 @@ class ControlPlaneApp(Litestar):
             if isinstance(route, HTTPRoute)
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("HEAD", "OPTIONS"):
-            if scope["method"] == "HEAD":
-                await self._head(scope, receive, send)
-            else:
-                await super().__call__(scope, receive, self._allow_fixer(scope, send))
-            return
-        if scope["type"] == "http":
-            send = self._allow_fixer(scope, send)
-        await super().__call__(scope, receive, send)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Any: the ASGI scope/message unions do not narrow on `scope["type"]`.
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+        elif scope["method"] == "HEAD":
+            await self._head(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, self._allow_fixer(scope, send))
 
-    def _allow_fixer(self, scope: Scope, send: Send) -> Send:
+    def _allow_fixer(self, scope: Any, send: Any) -> Any:
         """Rewrites `Allow` on the OPTIONS answer (from the matched route) and on 405s."""
 
-        async def fixed(message: Message) -> None:
+        async def fixed(message: Any) -> None:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", [])
                 allow: str | None = None
@@ -85,12 +82,12 @@ class ControlPlaneApp(Litestar):
 
         return fixed
 
-    async def _head(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _head(self, scope: Any, receive: Any, send: Any) -> None:
         # A copy: the server keeps seeing HEAD in its own scope (and drops any body itself too).
         get_scope: Any = {**scope, "method": "GET"}
         finished = asyncio.Event()
 
-        async def head_send(message: Message) -> None:
+        async def head_send(message: Any) -> None:
             if finished.is_set():
                 return  # the rest of a GET body (a stream, say): never sent for HEAD
             if message["type"] == "http.response.body":
@@ -98,7 +95,7 @@ class ControlPlaneApp(Litestar):
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        async def head_receive() -> Message:
+        async def head_receive() -> Any:
             # A streaming GET runs until the client goes: for HEAD it has, once headers are out.
             received = asyncio.ensure_future(receive())
             done = asyncio.ensure_future(finished.wait())

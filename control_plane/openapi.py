@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     Components,
     Contact,
+    Example,
     License,
     OpenAPI,
     OpenAPIFormat,
@@ -200,6 +201,8 @@ def document_contract(app: Litestar) -> Litestar:
                 _document_security(operation, handler.opt.get(AUTH_OPT_KEY))
                 _document_path_parameters(operation)
     _document_problems(openapi)
+    for schema in (openapi.components.schemas or {}).values():
+        _split_nullable_enums(schema)
     return app
 
 
@@ -224,8 +227,42 @@ def _document_path_parameters(operation: Operation) -> None:
 
 def _document_problems(openapi: OpenAPI) -> None:
     """The Problem schema described field by field (the struct only has the types); each
-    operation's problem responses and examples come from its `problems(...)` declaration."""
+    operation's problem responses and examples come from its `problems(...)` declaration,
+    keyed here by their code (Litestar numbers them)."""
     openapi.components.schemas[_PROBLEM_SCHEMA] = _problem_schema()
+    for path_item in (openapi.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(path_item, method, None)
+            for response in (operation.responses or {}).values() if operation else ():
+                media = None if isinstance(response, Reference) else response.content or {}
+                for content in (media or {}).values():
+                    examples = content.examples or {}
+                    by_code: dict[str, Example | Reference] = {
+                        e.summary: e
+                        for e in examples.values()
+                        if isinstance(e, Example) and e.summary
+                    }
+                    if examples and len(by_code) == len(examples):
+                        content.examples = by_code
+
+
+def _split_nullable_enums(schema: Any) -> None:
+    """`Literal[...] | None` is generated as `type: [string, null]` with `null` in the enum;
+    client generators read that as several unrelated types. Make it `oneOf: [enum, null]`."""
+    if not isinstance(schema, Schema):
+        return
+    for child in (schema.properties or {}).values():
+        _split_nullable_enums(child)
+    for child in (*(schema.one_of or ()), *(schema.any_of or ()), *(schema.all_of or ())):
+        _split_nullable_enums(child)
+    if isinstance(schema.items, Schema):
+        _split_nullable_enums(schema.items)
+    types = schema.type if isinstance(schema.type, list) else []
+    if schema.enum and None in schema.enum and OpenAPIType.NULL in types and len(types) == 2:
+        (kind,) = (t for t in types if t is not OpenAPIType.NULL)
+        values = [v for v in schema.enum if v is not None]
+        schema.type, schema.enum = None, None
+        schema.one_of = [Schema(type=kind, enum=values), Schema(type=OpenAPIType.NULL)]
 
 
 def _problem_schema() -> Schema:

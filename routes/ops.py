@@ -115,8 +115,9 @@ async def readyz(request: Req) -> Response[ReadinessResult]:
         "reasons": reasons,
         "sweep": status.get("sweep"),
     }
+    payload: Any = encode_json(body)  # the database's sweep status as it is (ReadinessResult)
     return Response(
-        encode_json(body),
+        payload,
         status_code=200 if not reasons else 503,
         media_type="application/json",
         headers=NO_STORE,
