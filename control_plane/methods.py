@@ -7,7 +7,8 @@ POST`). Both are fixed here for every path at once, in front of Litestar's route
 - HEAD is served as the GET of the same path, with the GET's status and headers and no body; a
   path without GET answers 405 as before.
 - OPTIONS answers Litestar's 204 with `Allow` recomputed from the matched route's methods.
-- Every `Allow` (OPTIONS and 405) lists HEAD wherever GET is served, in one sorted order.
+- Every `Allow` (OPTIONS here, 405 in problems.py) lists HEAD wherever GET is served, in one
+  sorted order.
 """
 
 from __future__ import annotations
@@ -28,16 +29,14 @@ def allow_header(methods: set[str] | frozenset[str]) -> str:
     return ", ".join(sorted(allowed))
 
 
+def complete_allow(listed: str) -> str:
+    """A router's `Allow` list (405) made complete: HEAD with GET, one sorted order."""
+    return allow_header({m.strip() for m in listed.split(",") if m.strip()})
+
+
 def _with_header(headers: Any, name: bytes, value: str) -> list[tuple[bytes, bytes]]:
     kept = [(k, v) for k, v in headers if k.lower() != name]
     return [*kept, (name, value.encode("latin-1"))]
-
-
-def _header(headers: Any, name: bytes) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 class ControlPlaneApp(Litestar):
@@ -53,31 +52,26 @@ class ControlPlaneApp(Litestar):
         }
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        # Any: the ASGI scope/message unions do not narrow on `scope["type"]`.
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-        elif scope["method"] == "HEAD":
+        # Any: the ASGI scope/message unions do not narrow on `scope["type"]`. Other methods
+        # pass straight through (the heartbeat hot path pays nothing here).
+        if scope["type"] == "http" and scope["method"] == "HEAD":
             await self._head(scope, receive, send)
+        elif scope["type"] == "http" and scope["method"] == "OPTIONS":
+            await super().__call__(scope, receive, self._options_send(scope, send))
         else:
-            await super().__call__(scope, receive, self._allow_fixer(scope, send))
+            await super().__call__(scope, receive, send)
 
-    def _allow_fixer(self, scope: Any, send: Any) -> Any:
-        """Rewrites `Allow` on the OPTIONS answer (from the matched route) and on 405s."""
+    def _options_send(self, scope: Any, send: Any) -> Any:
+        """Rewrites `Allow` on the OPTIONS answer from the matched route's methods."""
 
         async def fixed(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers", [])
-                allow: str | None = None
-                if message["status"] == 405:
-                    listed = _header(headers, b"allow")
-                    if listed is not None:
-                        allow = allow_header({m.strip() for m in listed.split(",") if m.strip()})
-                elif scope["method"] == "OPTIONS" and message["status"] < 300:
-                    methods = self._methods_by_template.get(scope.get("path_template", ""))
-                    if methods is not None:
-                        allow = allow_header(methods)
-                if allow is not None:
-                    message = {**message, "headers": _with_header(headers, b"allow", allow)}
+            if message["type"] == "http.response.start" and message["status"] < 300:
+                methods = self._methods_by_template.get(scope.get("path_template", ""))
+                if methods is not None:
+                    headers = _with_header(
+                        message.get("headers", []), b"allow", allow_header(methods)
+                    )
+                    message = {**message, "headers": headers}
             await send(message)
 
         return fixed
@@ -106,4 +100,4 @@ class ControlPlaneApp(Litestar):
             received.cancel()
             return {"type": "http.disconnect"}
 
-        await super().__call__(get_scope, head_receive, self._allow_fixer(get_scope, head_send))
+        await super().__call__(get_scope, head_receive, head_send)
