@@ -242,18 +242,20 @@ def test_every_operation_declares_its_credentials(document: dict[str, Any]) -> N
             assert "401" in op["responses"], f"{where}: 401 undocumented"
 
 
-def test_revoke_takes_either_token_and_the_admin_api_only_the_admin_token(
-    document: dict[str, Any],
-) -> None:
-    """Contract §6.8: the admin token is accepted on /v1/admin/* and on revoke, nowhere else."""
+def test_which_operations_take_the_admin_token(document: dict[str, Any]) -> None:
+    """Contract §6.8: the admin token alone on /v1/admin/*; elsewhere a participant token, and
+    the admin token as an alternative only on revoke and (§11) on reads of a session."""
     for path, method, op in operations(document):
         accepted = {name for requirement in op["security"] for name in requirement}
         if path.startswith("/v1/admin/"):
             assert accepted == {"adminToken"}, (method, path)
-        elif path.endswith("/revoke"):
-            assert accepted == {"adminToken", "participantToken"}, (method, path)
         elif path.startswith("/v1/"):
-            assert accepted == {"participantToken"}, (method, path)
+            assert "participantToken" in accepted, (method, path)
+            if "adminToken" in accepted:
+                session_read = method == "get" and path.startswith("/v1/sessions/")
+                assert path.endswith("/revoke") or session_read, (method, path)
+    revoke = document["paths"]["/v1/sessions/{session_id}/runtime-nodes/{node_id}/revoke"]
+    assert revoke["post"]["security"] == [{"adminToken": []}, {"participantToken": []}]
 
 
 def probe_path(doc: dict[str, Any], path: str, op: dict[str, Any]) -> str:
