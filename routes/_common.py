@@ -68,12 +68,16 @@ EXAMPLE_DETAILS = {
 }
 
 
-def problems(*kinds: ErrorKind, details: dict[str, str] | None = None) -> dict[int, ResponseSpec]:
+def problems(
+    *kinds: ErrorKind | int, details: dict[str, str] | None = None
+) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the problems an operation can answer: one response per status, with
-    an example of each code (`details` overrides an example's `detail`)."""
+    an example of each code (`details` overrides an example's `detail`). Name the kinds; a bare
+    status stands for every code of that status in control_plane/errors.py."""
     by_status: dict[int, dict[str, ErrorKind]] = defaultdict(dict)
-    for kind in kinds:
-        by_status[kind.status][kind.code] = kind
+    for item in kinds:
+        for kind in _kinds_of_status(item) if isinstance(item, int) else (item,):
+            by_status[kind.status][kind.code] = kind
     return {
         status: ResponseSpec(
             Problem,
@@ -88,6 +92,13 @@ def problems(*kinds: ErrorKind, details: dict[str, str] | None = None) -> dict[i
         )
         for status, codes in sorted(by_status.items())
     }
+
+
+def _kinds_of_status(status: int) -> list[ErrorKind]:
+    every = [k for k in vars(errors).values() if isinstance(k, ErrorKind)]
+    every += errors.SQLSTATE_ERRORS.values()
+    found = {kind.code: kind for kind in every if kind.status == status}
+    return list(found.values()) or [ErrorKind(status, "problem", HTTPStatus(status).phrase)]
 
 
 def _example(kind: ErrorKind, detail: str | None) -> Example:

@@ -232,7 +232,10 @@ def test_every_operation_declares_its_credentials(document: dict[str, Any]) -> N
     schemes = set(document["components"]["securitySchemes"])
     for path, method, op in operations(document):
         where = f"{method.upper()} {path}"
-        assert "security" in op, f"{where}: no `security` (declare the route's auth opt)"
+        assert "security" in op, (
+            f"{where}: no `security`: declare `opt=auth_opt(Auth.…)` on the route or its router "
+            "(control_plane/auth.py)"
+        )
         for requirement in op["security"]:
             assert set(requirement) <= schemes, f"{where}: unknown scheme in {requirement}"
         if path in OPS_PATHS:
