@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -27,8 +27,16 @@ NodeId = Annotated[str, Meta(min_length=1, max_length=256, pattern=NODE_ID_PATTE
 # Not blank, and no NUL (PostgreSQL text cannot hold it; contract §6.10: NUL bytes → 400).
 Reason = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
 Label = Annotated[str, Meta(min_length=1, max_length=200)]
-SelfReportedHealth = Literal["online", "degraded"]
+# The enumerations of the SQL CHECKs, written once on this side (tests/db/test_vocabulary.py
+# fails when they drift from the constraints in the database).
 SlotState = Literal["registering", "online", "degraded", "offline", "revoked"]
+HealthState = Literal["online", "degraded", "offline"]
+SelfReportedHealth = Literal["online", "degraded"]  # a daemon may never report the others
+SessionState = Literal["provisioning", "active", "archived", "closed"]
+MembershipRole = Literal["owner", "collaborator", "runtime_contributor", "viewer"]
+MembershipState = Literal["pending", "active", "suspended", "revoked"]
+SLOT_STATES: tuple[str, ...] = get_args(SlotState)
+HEALTH_STATES: tuple[str, ...] = get_args(HealthState)
 Capabilities = dict[str, Any]
 
 
@@ -127,12 +135,12 @@ class IssueTokenRequest(Body):
 
 class CreateSessionRequest(Body):
     min_client_version: Version | None = None
-    state: Literal["provisioning", "active", "archived", "closed"] = "active"
+    state: SessionState = "active"
 
 
 class PutMembershipRequest(Body):
-    role: Literal["owner", "collaborator", "runtime_contributor", "viewer"]
-    state: Literal["pending", "active", "suspended", "revoked"]
+    role: MembershipRole
+    state: MembershipState
 
 
 class RaiseFloorRequest(Body):
@@ -169,7 +177,7 @@ class RosterNode(Response_):
     node_id: str
     participant_id: UUID
     state: SlotState
-    health_state: Literal["online", "degraded", "offline"] | None
+    health_state: HealthState | None
     last_heartbeat_at: str | None
     read_only: bool
     capabilities: dict[str, Any]
