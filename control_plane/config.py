@@ -92,9 +92,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw = env.get(variable, "").strip()
         if not raw:
             if f.default is MISSING:
-                raise ConfigError(
-                    _MISSING_DATABASE_URL if variable == "DATABASE_URL" else f"{variable} is not set"
-                )
+                missing = _MISSING_DATABASE_URL if variable == "DATABASE_URL" else None
+                raise ConfigError(missing or f"{variable} is not set")
             continue
         values[f.name] = f.metadata["parse"](variable, raw)
     return Settings(**values)

@@ -126,4 +126,5 @@ def _fail(futures: list[asyncio.Future[Verdict]], exc: BaseException) -> None:
 
 
 def coalescer_of(request: Request[Any, Any, Any]) -> HeartbeatCoalescer:
-    return request.app.state.heartbeats
+    coalescer: HeartbeatCoalescer = request.app.state.heartbeats
+    return coalescer

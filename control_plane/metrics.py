@@ -30,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.schemas import HEALTH_STATES, SLOT_STATES
@@ -85,7 +86,7 @@ class _ProcessMetrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-        disable_created_metrics()  # no *_created series: they double the output, nobody reads them
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output, nobody reads them
         self.registry = CollectorRegistry()
         target = None if _multiprocess_mode() else self.registry
         self.requests = Counter(
@@ -154,7 +155,7 @@ class MetricsMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -166,7 +167,7 @@ class MetricsMiddleware:
             observed = True
             observe_request(
                 scope.get("path_template") or "unmatched",
-                scope.get("method", "GET"),
+                str(scope.get("method", "GET")),
                 status,
                 time.perf_counter() - start,
             )

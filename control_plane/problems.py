@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 
 import asyncpg
 import msgspec
 from litestar import Request, Response
-from litestar.types import ExceptionHandlersMap
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
     NotFoundException,
     ValidationException,
 )
+from litestar.types import ExceptionHandlersMap
 
 from control_plane import errors
 from control_plane.database import CONNECTION_ERRORS
@@ -70,7 +71,7 @@ def unavailable() -> Response[bytes]:
     return problem_response(errors.UNAVAILABLE, "the database is unavailable; retry later")
 
 
-def on_domain_error(_: Request, exc: DomainError) -> Response[bytes]:
+def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
     return problem_response(exc.kind, exc.detail, exc.headers)
 
 
@@ -92,20 +93,20 @@ def sqlstate_problem(sqlstate: str | None, message: str | None) -> Response[byte
     return problem_response(kind, message or kind.title)
 
 
-def on_postgres_error(_: Request, exc: asyncpg.PostgresError) -> Response[bytes]:
+def on_postgres_error(_: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[bytes]:
     return sqlstate_problem(getattr(exc, "sqlstate", None), getattr(exc, "message", None))
 
 
-def on_sqlstate_refusal(_: Request, exc: SqlStateRefusal) -> Response[bytes]:
+def on_sqlstate_refusal(_: Request[Any, Any, Any], exc: SqlStateRefusal) -> Response[bytes]:
     return sqlstate_problem(exc.sqlstate, exc.message)
 
 
-def on_connection_error(_: Request, exc: Exception) -> Response[bytes]:
+def on_connection_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.warning("database connection failed: %r", exc)
     return unavailable()
 
 
-def on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]:
+def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     detail = exc.detail or "invalid request"
     extra = exc.extra
     if isinstance(extra, list) and extra:
@@ -120,7 +121,7 @@ def on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]
     return problem_response(errors.INVALID, detail)
 
 
-def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
+def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     if isinstance(exc, NotFoundException) or status == 404:
         return problem_response(errors.NOT_FOUND, "no such resource")
@@ -140,7 +141,7 @@ def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
     return problem_response(errors.INTERNAL, "internal error")
 
 
-def on_unexpected(_: Request, exc: Exception) -> Response[bytes]:
+def on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error", exc_info=exc)
     return problem_response(errors.INTERNAL, "internal error")
 

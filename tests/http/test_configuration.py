@@ -26,7 +26,9 @@ def _serve(database_url: str, **overrides: str) -> subprocess.CompletedProcess[s
         for k, v in os.environ.items()
         if k not in ("CONTROL_PLANE_API_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
     }
-    env.update(DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(free_port()), WEB_CONCURRENCY="1")
+    env.update(
+        DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(free_port()), WEB_CONCURRENCY="1"
+    )
     env.update(overrides)
     return subprocess.run(
         [sys.executable, "-m", "control_plane.serve"],

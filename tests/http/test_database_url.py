@@ -121,8 +121,8 @@ def test_the_api_login_honours_options_timeout_and_application_name(database_url
 
 def _multi_host_url(database_url: str, application_name: str) -> str:
     """The test database's URL with a refusing loopback host first."""
-    params = conninfo_to_dict(database_url)
-    host, port = params.pop("host", "localhost"), str(params.pop("port", "5432"))
+    params = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
+    host, port = params.pop("host", "localhost"), params.pop("port", "5432")
     params.update(
         host=f"127.0.0.1,{host}",
         port=f"{_refusing_port()},{port}",
