@@ -52,6 +52,25 @@ def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
     return parse
 
 
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {raw!r}")
+        return value
+
+    return parse
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("0", "false", "off", "no"):
+        return False
+    if value in ("1", "true", "on", "yes"):
+        return True
+    raise ConfigError(f"{name} must be on or off, not {raw!r}")
+
+
 def _env(variable: str, parse: Callable[[str, str], Any], default: Any = MISSING) -> Any:
     """A settings field read from `variable` (no default: the variable is required)."""
     return field(default=default, metadata={"env": variable, "parse": parse})
@@ -71,6 +90,9 @@ class Settings:
     # Heartbeat coalescer (docs/performance.md): beats per batch call, batches out at once.
     heartbeat_max_batch: int = _env("HEARTBEAT_MAX_BATCH", _integer(1, 100_000), 512)
     heartbeat_max_in_flight: int = _env("HEARTBEAT_MAX_IN_FLIGHT", _integer(1, 64), 1)
+    # What `make run` shows: start-up (the URL), shutdown, errors; one line per request on demand.
+    log_level: str = _env("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info")
+    access_log: bool = _env("ACCESS_LOG", _flag, False)
 
     @property
     def api_password_file(self) -> Path:

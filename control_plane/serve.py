@@ -3,11 +3,14 @@ PORT with WEB_CONCURRENCY workers (docs/performance.md has the numbers behind th
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
 from control_plane.config import ConfigError, load_settings
 from control_plane.database import ConnectionConfigError, api_connect_kwargs
 from control_plane.metrics import prepare_multiprocess
+from control_plane.preflight import require_free_port, service_url
 
 
 def main() -> None:
@@ -17,6 +20,14 @@ def main() -> None:
     except ConnectionConfigError as exc:
         raise ConfigError(f"DATABASE_URL: {exc}") from None
     prepare_multiprocess(settings.workers)  # workers share request counters (/metrics)
+    require_free_port(settings.host, settings.port)
+    print(
+        f"control-plane: serving {service_url(settings.host, settings.port)} "
+        f"({settings.workers} worker(s), LOG_LEVEL={settings.log_level}, "
+        f"ACCESS_LOG={'on' if settings.access_log else 'off'}); Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(
         "app:create_app",
         factory=True,
@@ -25,8 +36,8 @@ def main() -> None:
         workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        access_log=False,
-        log_level="warning",
+        access_log=settings.access_log,
+        log_level=settings.log_level,
         backlog=4096,
         timeout_graceful_shutdown=10,  # drain in-flight requests on SIGTERM
     )
