@@ -86,7 +86,9 @@ class _ProcessMetrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output, nobody reads them
+        # No *_created series: they double the output, nobody reads them. (The function has no
+        # annotations in prometheus_client.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         target = None if _multiprocess_mode() else self.registry
         self.requests = Counter(
