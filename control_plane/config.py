@@ -19,6 +19,7 @@ RETRY_AFTER_SECONDS = 5  # one sweep interval: a daemon retrying then finds the 
 class Settings:
     database_url: str
     api_database_url: str | None
+    admin_database_url: str | None
     admin_token: str | None
     host: str
     port: int
@@ -35,6 +36,10 @@ class Settings:
     def api_password_file(self) -> Path:
         return self.state_dir / "api-role.password"
 
+    @property
+    def admin_password_file(self) -> Path:
+        return self.state_dir / "admin-role.password"
+
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
@@ -47,6 +52,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         database_url=database_url,
         api_database_url=env.get("CONTROL_PLANE_API_DATABASE_URL") or None,
+        admin_database_url=env.get("CONTROL_PLANE_ADMIN_DATABASE_URL") or None,
         admin_token=env.get("CONTROL_PLANE_ADMIN_TOKEN") or None,
         host=env.get("HOST", "127.0.0.1"),
         port=int(env.get("PORT", "8000")),

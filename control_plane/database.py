@@ -1,10 +1,15 @@
-"""The asyncpg pool of the HTTP tier, logged in as the EXECUTE-only API role."""
+"""The asyncpg pools of the HTTP tier: the API role's, and the admin role's (admin surface only).
+
+Both roles may only EXECUTE functions; the admin_* functions are executable by the admin role
+alone, so a leaked API-role credential cannot act as the admin (contract §8, §11).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -15,6 +20,9 @@ from control_plane.config import Settings
 log = logging.getLogger("control_plane")
 
 API_ROLE = "control_plane_api"
+ADMIN_ROLE = "control_plane_admin"
+# The admin surface is low-traffic operator work: a few connections per worker are plenty.
+ADMIN_POOL_SIZE = 2
 T = TypeVar("T")
 
 # Errors meaning "no usable connection right now" → 503 (see problems.on_connection_error).
@@ -38,7 +46,22 @@ def api_connect_kwargs(settings: Settings) -> dict[str, Any]:
     user swapped for `control_plane_api` and the password the migrate step generated (ignored by
     the embedded cluster's local trust).
     """
-    url = settings.api_database_url or settings.database_url
+    return _login_kwargs(settings, settings.api_database_url, API_ROLE, settings.api_password_file)
+
+
+def admin_connect_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection parameters for the admin login role, derived like the API role's:
+    `CONTROL_PLANE_ADMIN_DATABASE_URL` wins; otherwise DATABASE_URL as `control_plane_admin` with
+    the password migrate generated into `admin-role.password`."""
+    return _login_kwargs(
+        settings, settings.admin_database_url, ADMIN_ROLE, settings.admin_password_file
+    )
+
+
+def _login_kwargs(
+    settings: Settings, override_url: str | None, role: str, password_file: Path
+) -> dict[str, Any]:
+    url = override_url or settings.database_url
     params = conninfo_to_dict(url)
     kwargs: dict[str, Any] = {
         "host": params.get("host"),
@@ -47,11 +70,11 @@ def api_connect_kwargs(settings: Settings) -> dict[str, Any]:
         "user": params.get("user"),
         "password": params.get("password"),
     }
-    if not settings.api_database_url:
-        kwargs["user"] = API_ROLE
+    if not override_url:
+        kwargs["user"] = role
         kwargs["password"] = None
-        if settings.api_password_file.exists():
-            kwargs["password"] = settings.api_password_file.read_text().strip()
+        if password_file.exists():
+            kwargs["password"] = password_file.read_text().strip()
     if params.get("sslmode"):
         kwargs["ssl"] = params["sslmode"]
     return {k: v for k, v in kwargs.items() if v is not None}
@@ -121,10 +144,26 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
+    """The API role's pool."""
+    return await _create_pool(
+        api_connect_kwargs(settings), settings.pool_size, "control-plane-api"
+    )
+
+
+async def create_admin_pool(settings: Settings) -> asyncpg.Pool:
+    """The admin role's pool, used by the admin surface alone (after the admin token check)."""
+    return await _create_pool(
+        admin_connect_kwargs(settings), ADMIN_POOL_SIZE, "control-plane-admin"
+    )
+
+
+async def _create_pool(
+    connect_kwargs: dict[str, Any], max_size: int, application_name: str
+) -> asyncpg.Pool:
     """A lazily-filled pool: the app starts (and answers 503) even while PostgreSQL is down."""
     pool = DeadlinePool(
         min_size=0,
-        max_size=settings.pool_size,
+        max_size=max_size,
         max_queries=50000,
         max_inactive_connection_lifetime=60,
         reset=_no_reset,
@@ -133,7 +172,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         record_class=asyncpg.Record,
         timeout=5,  # connect timeout
         command_timeout=10,  # client-side bound on a hung server (statement_timeout is 5 s)
-        server_settings={"application_name": "control-plane-api"},
-        **api_connect_kwargs(settings),
+        server_settings={"application_name": application_name},
+        **connect_kwargs,
     )
     return await pool

@@ -27,6 +27,9 @@ SQLSTATE_ERRORS: dict[str, ErrorKind] = {
     "CPC06": ErrorKind(
         409, "session.floor_lowering_forbidden", "The version floor may only be raised"
     ),
+    "CPC07": ErrorKind(
+        409, "session.state_transition_forbidden", "A session's state may only move forward"
+    ),
 }
 
 # The details the SQL functions raise with CP401 (caller_participant) and CP403 (every

@@ -29,6 +29,7 @@ Reason = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00]*[^
 Label = Annotated[str, Meta(min_length=1, max_length=200)]
 SelfReportedHealth = Literal["online", "degraded"]
 SlotState = Literal["registering", "online", "degraded", "offline", "revoked"]
+SessionState = Literal["provisioning", "active", "archived", "closed"]
 Capabilities = dict[str, Any]
 
 
@@ -127,7 +128,7 @@ class IssueTokenRequest(Body):
 
 class CreateSessionRequest(Body):
     min_client_version: Version | None = None
-    state: Literal["provisioning", "active", "archived", "closed"] = "active"
+    state: SessionState = "active"
 
 
 class PutMembershipRequest(Body):
@@ -138,6 +139,10 @@ class PutMembershipRequest(Body):
 class RaiseFloorRequest(Body):
     # null is accepted by the schema so that "clearing" gets its 409 from the SQL rule.
     min_client_version: Version | None
+
+
+class SessionStateRequest(Body):
+    state: SessionState
 
 
 # --- responses (documentation: the SQL functions build the exact JSON) -------------------------
@@ -208,3 +213,63 @@ class MembershipResult(Response_):
 class FloorResult(Response_):
     session_id: UUID
     min_client_version: str
+
+
+# --- admin reads (contract §11) ------------------------------------------------------------------
+
+
+class ParticipantSummary(Response_):
+    participant_id: UUID
+    display_name: str | None
+    created_at: str
+
+
+class ParticipantPage(Response_):
+    items: list[ParticipantSummary]
+    next: UUID | None  # pass as `after` for the next page; null on the last page
+
+
+class TokenMetadata(Response_):
+    token_id: UUID
+    label: str | None
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class ParticipantDetail(Response_):
+    participant_id: UUID
+    display_name: str | None
+    created_at: str
+    tokens: list[TokenMetadata]
+
+
+class SessionSummary(Response_):
+    session_id: UUID
+    state: SessionState
+    min_client_version: str | None
+    created_at: str
+    updated_at: str
+
+
+class SessionPage(Response_):
+    items: list[SessionSummary]
+    next: UUID | None  # pass as `after` for the next page; null on the last page
+
+
+class SessionMember(Response_):
+    participant_id: UUID
+    display_name: str | None
+    role: Literal["owner", "collaborator", "runtime_contributor", "viewer"]
+    state: Literal["pending", "active", "suspended", "revoked"]
+    joined_at: str | None
+    updated_at: str
+
+
+class SessionDetail(Response_):
+    session_id: UUID
+    state: SessionState
+    min_client_version: str | None
+    created_at: str
+    updated_at: str
+    members: list[SessionMember]

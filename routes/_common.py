@@ -1,4 +1,4 @@
-"""What every route module shares: the pool, settings, and documented error responses."""
+"""What every route module shares: the pools, settings, and documented error responses."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem
 
 
 def pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    """The API role's pool: every call made with a participant's token."""
     return request.app.state.pool
+
+
+def admin_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    """The admin role's pool: only after the admin token was checked (control_plane.auth)."""
+    return request.app.state.admin_pool
 
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:

@@ -31,7 +31,7 @@ from control_plane.schemas import (
     ReasonRequest,
     RosterResult,
 )
-from routes._common import pool_of, problems, settings_of
+from routes._common import admin_pool_of, pool_of, problems, settings_of
 
 Req = Request[Any, Any, Any]
 _BODY_ERRORS = (400, 401, 403, 413, 415, 503)
@@ -135,13 +135,22 @@ async def detach(request: Req, node_id: str) -> Response[None]:
     return no_content()
 
 
-@get("/sessions/{session_id:str}/runtime-nodes", responses=problems(400, 401, 403, 503))
+def _is_admin(request: Req) -> bool:
+    return is_admin(request.headers.get("authorization"), settings_of(request).admin_token)
+
+
+@get("/sessions/{session_id:str}/runtime-nodes", responses=problems(400, 401, 403, 404, 503))
 async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     sid = path_uuid(session_id, "sessionId")
-    digest = _digest(request)
-    result = await pool_of(request).fetchval(
-        "SELECT control_plane.runtime_node_roster($1, $2)", digest, sid
-    )
+    # Any active member, or the admin token (contract §11; an unknown session is then 404).
+    if _is_admin(request):
+        result = await admin_pool_of(request).fetchval(
+            "SELECT control_plane.admin_session_roster($1)", sid
+        )
+    else:
+        result = await pool_of(request).fetchval(
+            "SELECT control_plane.runtime_node_roster($1, $2)", _digest(request), sid
+        )
     return json_response(result)
 
 
@@ -154,14 +163,18 @@ async def roster(request: Req, session_id: str) -> Response[RosterResult]:
 async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
     sid = path_uuid(session_id, "sessionId")
     nid = path_node_id(node_id)
-    authorization = request.headers.get("authorization")
-    # The admin token is accepted here (and on /v1/admin) only; otherwise a participant token.
-    as_admin = is_admin(authorization, settings_of(request).admin_token)
-    digest = None if as_admin else participant_digest(authorization)
+    # A session owner's token, or the admin token (through the admin role, which alone may).
+    as_admin = _is_admin(request)
+    digest = None if as_admin else _digest(request)
     await read_body(request, ReasonRequest, optional=True)  # reason: accepted, not stored
-    await pool_of(request).execute(
-        "SELECT control_plane.runtime_node_revoke($1, $2, $3, $4)", digest, sid, nid, as_admin
-    )
+    if as_admin:
+        await admin_pool_of(request).execute(
+            "SELECT control_plane.admin_revoke_runtime_node($1, $2)", sid, nid
+        )
+    else:
+        await pool_of(request).execute(
+            "SELECT control_plane.runtime_node_revoke($1, $2, $3)", digest, sid, nid
+        )
     return no_content()
 
 

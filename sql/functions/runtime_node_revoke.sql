@@ -1,31 +1,16 @@
 -- contract §6.7: a session owner (or the admin) revokes a node's slot in that session, for good.
-CREATE OR REPLACE FUNCTION control_plane.runtime_node_revoke(
-    p_token_sha256 bytea,
-    p_session_id uuid,
-    p_node_id text,
-    p_as_admin boolean DEFAULT false
-)
+-- The rule lives in runtime_node_revoke_slot; runtime_node_revoke (a session owner's token, the
+-- API role) and admin_revoke_runtime_node (the admin role) decide who may call it.
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_revoke_slot(p_session_id uuid, p_node_id text)
     RETURNS void
     LANGUAGE plpgsql
-    VOLATILE SECURITY DEFINER
+    VOLATILE
     SET search_path = control_plane, pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_caller uuid;
     v_id uuid;
     v_state text;
 BEGIN
-    IF p_as_admin IS NOT TRUE THEN
-        v_caller := caller_participant(p_token_sha256);  -- CP401
-        -- Unknown session ≡ not a member ≡ inactive ≡ not an owner: one 403.
-        PERFORM 1 FROM session_memberships m
-         WHERE m.session_id = p_session_id AND m.participant_id = v_caller
-           AND m.state = 'active' AND m.role = 'owner'
-           FOR SHARE;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'permission denied' USING ERRCODE = 'CP403';
-        END IF;
-    END IF;
     -- FOR UPDATE conflicts with a heartbeat's KEY SHARE (see runtime_node_heartbeat_batch).
     SELECT a.id, a.state INTO v_id, v_state
       FROM runtime_node_attachments a
@@ -45,15 +30,46 @@ BEGIN
     END IF;
 END
 $fn$;
-COMMENT ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean) IS
-    'Revoke (contract §6.7). p_as_admin = true: admin authority (the HTTP tier checked the admin '
-    'token; the token digest may be NULL). Otherwise the token''s participant must be an active '
-    'member with role owner of the session, else CP403 ''permission denied'' (also for an unknown '
-    'session); unknown token → CP401. The node''s non-revoked attachment in that session becomes '
-    'revoked (terminal: never left, re-attach refused); if it was active, an existing presence row '
-    'goes offline. Already revoked → no-op. No attachment of that node in that session → CP404 '
-    '(runtimenode.not_found). Locks session_memberships FOR SHARE → the attachment FOR UPDATE → '
-    'presence.';
-REVOKE ALL ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean)
+COMMENT ON FUNCTION control_plane.runtime_node_revoke_slot(uuid, text) IS
+    'Internal: the revoke rule (contract §6.7), for callers that already decided the caller may '
+    'revoke. The node''s non-revoked attachment in that session becomes revoked (terminal: never '
+    'left, re-attach refused); if it was active, an existing presence row goes offline. Already '
+    'revoked → no-op. No attachment of that node in that session → CP404 '
+    '(runtimenode.not_found). Locks the attachment FOR UPDATE → presence. Not granted to any role.';
+
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_revoke(
+    p_token_sha256 bytea,
+    p_session_id uuid,
+    p_node_id text
+)
+    RETURNS void
+    LANGUAGE plpgsql
+    VOLATILE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_caller uuid;
+BEGIN
+    v_caller := caller_participant(p_token_sha256);  -- CP401
+    -- Unknown session ≡ not a member ≡ inactive ≡ not an owner: one 403.
+    PERFORM 1 FROM session_memberships m
+     WHERE m.session_id = p_session_id AND m.participant_id = v_caller
+       AND m.state = 'active' AND m.role = 'owner'
+       FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'permission denied' USING ERRCODE = 'CP403';
+    END IF;
+    PERFORM runtime_node_revoke_slot(p_session_id, p_node_id);
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text) IS
+    'Revoke (contract §6.7) by a session owner: the token''s participant must be an active member '
+    'with role owner of the session, else CP403 ''permission denied'' (also for an unknown '
+    'session); unknown token → CP401. Then runtime_node_revoke_slot: the node''s non-revoked '
+    'attachment in that session becomes revoked (terminal); if it was active, an existing '
+    'presence row goes offline; already revoked → no-op; no such attachment → CP404 '
+    '(runtimenode.not_found). The admin''s revoke is admin_revoke_runtime_node. Locks '
+    'session_memberships FOR SHARE → the attachment FOR UPDATE → presence.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text)
     TO control_plane_api;
