@@ -145,9 +145,7 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     """The API role's pool."""
-    return await _create_pool(
-        api_connect_kwargs(settings), settings.pool_size, "control-plane-api"
-    )
+    return await _create_pool(api_connect_kwargs(settings), settings.pool_size, "control-plane-api")
 
 
 async def create_admin_pool(settings: Settings) -> asyncpg.Pool:

@@ -14,10 +14,10 @@ from litestar.params import Parameter
 
 from control_plane.auth import require_admin
 from control_plane.http import (
+    check_query,
     json_response,
     no_content,
     path_uuid,
-    check_query,
     query_int,
     query_uuid,
     read_body,
@@ -194,8 +194,11 @@ async def get_participant(request: Req, participant_id: str) -> Response[Partici
 @get("/sessions", responses=problems(*_READ_ERRORS))
 async def list_sessions(
     request: Req,
-    state: str | None = Parameter(
-        default=None, description="only sessions in this state: provisioning|active|archived|closed"
+    # `state` is a reserved handler argument in Litestar: the query name is given explicitly.
+    session_state: str | None = Parameter(
+        query="state",
+        default=None,
+        description="only sessions in this state: provisioning|active|archived|closed",
     ),
     limit: str | None = Parameter(default=None, description=_LIMIT_DOC),
     after: str | None = Parameter(default=None, description=_AFTER_DOC),
@@ -204,7 +207,7 @@ async def list_sessions(
     check_query(request, _SESSION_QUERY)
     result = await admin_pool_of(request).fetchval(
         "SELECT control_plane.admin_list_sessions($1, $2, $3)",
-        state,
+        session_state,
         query_int(limit, "limit"),
         query_uuid(after, "after"),
     )
@@ -215,7 +218,9 @@ async def list_sessions(
 async def get_session(request: Req, session_id: str) -> Response[SessionDetail]:
     _authorize(request)
     sid = path_uuid(session_id, "sessionId")
-    result = await admin_pool_of(request).fetchval("SELECT control_plane.admin_get_session($1)", sid)
+    result = await admin_pool_of(request).fetchval(
+        "SELECT control_plane.admin_get_session($1)", sid
+    )
     return json_response(result)
 
 
