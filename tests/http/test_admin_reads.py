@@ -563,3 +563,14 @@ def test_the_admin_surface_runs_as_the_admin_role(
     assert ("control-plane-admin", "control_plane_admin") in logins
     assert ("control-plane-admin", "control_plane_api") not in logins
     assert ("control-plane-api", "control_plane_admin") not in logins
+
+
+def test_the_list_parameters_are_documented(client: httpx.Client) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    for path, names in (
+        ("/v1/admin/participants", {"limit", "after"}),
+        ("/v1/admin/sessions", {"state", "limit", "after"}),
+    ):
+        params = paths[path]["get"]["parameters"]
+        assert {p["name"] for p in params if p["in"] == "query"} == names
+        assert all(p.get("description") for p in params)
