@@ -537,6 +537,7 @@ def test_participant_tokens_are_refused_on_admin_reads(
         f"/v1/admin/sessions/{member.session_id}",
         # Even a malformed query is refused as forbidden, before it is looked at.
         "/v1/admin/sessions?limit=0&bogus=1",
+        "/v1/admin/participants?limit=1&limit=2&after=x",
     ):
         problem(client.get(path, headers=member.auth), 403, "auth.forbidden")
     problem(
