@@ -5,7 +5,8 @@
 3. re-applies every `sql/functions/*.sql` file (CREATE OR REPLACE) as `control_plane_owner`, in one
    transaction, after revoking every function grant, so each file's own GRANTs are the whole
    truth about what each login role may call;
-4. gives each login role (the API role, the admin role) a generated password kept in the state
+4. registers where pg_cron's jobs connect and checks they can (control_plane/cron_jobs.py);
+5. gives each login role (the API role, the admin role) a generated password kept in the state
    dir (ignored by the embedded cluster's local trust), unless its override URL
    (CONTROL_PLANE_API_DATABASE_URL, CONTROL_PLANE_ADMIN_DATABASE_URL) says how to log in.
 
@@ -23,6 +24,7 @@ from psycopg import sql
 from yoyo import get_backend, read_migrations
 
 from control_plane.config import SQL_DIR, Settings, load_settings
+from control_plane.cron_jobs import ensure_job_connection
 from control_plane.database import ADMIN_ROLE, API_ROLE
 
 
@@ -123,7 +125,9 @@ def main() -> None:
     applied = apply_migrations(settings.database_url)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         count = apply_functions(conn)
+        cron_summary = ensure_job_connection(conn)
         ensure_login_passwords(conn, settings)
+    print(cron_summary, file=sys.stderr)
     print(
         f"migrate: {len(applied)} migration(s) applied, {count} function file(s) applied",
         file=sys.stderr,
