@@ -292,3 +292,29 @@ def test_the_admin_role_cannot_become_another_role(admin_db: psycopg.Connection,
 def test_the_api_role_cannot_become_the_admin(api: psycopg.Connection) -> None:
     with pytest.raises(errors.InsufficientPrivilege):
         api.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(ADMIN_ROLE)))
+
+
+def test_an_explicit_admin_login_is_honoured_and_a_wrong_one_fails_closed(
+    database_url: str, migrated: None
+) -> None:
+    """CONTROL_PLANE_ADMIN_DATABASE_URL is used as given (no user swap): pointed at the API
+    role by mistake, the admin surface cannot act as the admin."""
+    api_login = api_connect_kwargs(load_settings({**os.environ, "DATABASE_URL": database_url}))
+    wrong = psycopg.conninfo.make_conninfo(
+        "",
+        host=api_login.get("host"),
+        port=api_login.get("port"),
+        dbname=api_login["database"],
+        user=api_login["user"],
+        password=api_login.get("password"),
+    )
+    settings = load_settings(
+        {**os.environ, "DATABASE_URL": database_url, "CONTROL_PLANE_ADMIN_DATABASE_URL": wrong}
+    )
+    kwargs = admin_connect_kwargs(settings)
+    assert kwargs["user"] == API_ROLE
+    with (
+        _login(database_url, lambda _: admin_connect_kwargs(settings)) as conn,
+        pytest.raises(errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT control_plane.admin_list_participants(1, NULL)")
