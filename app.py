@@ -10,7 +10,6 @@ import asyncpg
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
 
 from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
@@ -18,8 +17,9 @@ from control_plane.database import create_admin_pool, create_pool
 from control_plane.errors import DomainError
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
+from control_plane.methods import ControlPlaneApp
 from control_plane.metrics import MetricsMiddleware
-from control_plane.openapi import document_request_bodies
+from control_plane.openapi import document_contract, document_request_bodies, openapi_config
 from routes.admin import admin_router
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await app.state.pool.close()
         await app.state.admin_pool.close()
 
-    app = Litestar(
+    app = ControlPlaneApp(
         route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
         middleware=[MetricsMiddleware],
         on_startup=[open_pool, tune_gc],  # tune_gc last: the app is built by then
@@ -64,11 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HTTPException: problems.on_http_exception,
             Exception: problems.on_unexpected,
         },
-        openapi_config=OpenAPIConfig(
-            title="Runtime-node control plane",
-            version="1.0.0",
-            path="/schema",
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
-    return document_request_bodies(app)
+    return document_contract(document_request_bodies(app))

@@ -63,9 +63,10 @@ def _login_kwargs(
 ) -> dict[str, Any]:
     url = override_url or settings.database_url
     params = conninfo_to_dict(url)
+    port = params.get("port")
     kwargs: dict[str, Any] = {
         "host": params.get("host"),
-        "port": int(params["port"]) if params.get("port") else None,
+        "port": int(port) if port else None,
         "database": params.get("dbname"),
         "user": params.get("user"),
         "password": params.get("password"),

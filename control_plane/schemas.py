@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -29,7 +30,11 @@ Reason = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00]*[^
 Label = Annotated[str, Meta(min_length=1, max_length=200)]
 SelfReportedHealth = Literal["online", "degraded"]
 SlotState = Literal["registering", "online", "degraded", "offline", "revoked"]
+HealthState = Literal["online", "degraded", "offline"]
 SessionState = Literal["provisioning", "active", "archived", "closed"]
+MembershipRole = Literal["owner", "collaborator", "runtime_contributor", "viewer"]
+MembershipState = Literal["pending", "active", "suspended", "revoked"]
+SweepMode = Literal["normal", "gap_grace", "stall_hold"]
 Capabilities = dict[str, Any]
 
 
@@ -132,8 +137,8 @@ class CreateSessionRequest(Body):
 
 
 class PutMembershipRequest(Body):
-    role: Literal["owner", "collaborator", "runtime_contributor", "viewer"]
-    state: Literal["pending", "active", "suspended", "revoked"]
+    role: MembershipRole
+    state: MembershipState
 
 
 class RaiseFloorRequest(Body):
@@ -146,6 +151,8 @@ class SessionStateRequest(Body):
 
 
 # --- responses (documentation: the SQL functions build the exact JSON) -------------------------
+# Timestamps are `datetime` (JSON Schema `format: date-time`): PostgreSQL renders timestamptz in
+# jsonb as ISO 8601 with an offset, which every RFC 3339 parser reads.
 
 
 class Response_(msgspec.Struct, rename="camel"):
@@ -155,31 +162,31 @@ class Response_(msgspec.Struct, rename="camel"):
 class AttachResult(Response_):
     attachment_id: UUID
     session_id: UUID
-    node_id: str
+    node_id: NodeId
     participant_id: UUID
     state: SlotState
     read_only: bool
-    client_version: str
-    attached_at: str
+    client_version: Version
+    attached_at: datetime
 
 
 class NodeStateResult(Response_):
-    node_id: str
+    node_id: NodeId
     state: SlotState
-    updated_at: str
+    updated_at: datetime
 
 
 class RosterNode(Response_):
     attachment_id: UUID
-    node_id: str
+    node_id: NodeId
     participant_id: UUID
     state: SlotState
-    health_state: Literal["online", "degraded", "offline"] | None
-    last_heartbeat_at: str | None
+    health_state: HealthState | None
+    last_heartbeat_at: datetime | None
     read_only: bool
     capabilities: dict[str, Any]
-    client_version: str
-    attached_at: str
+    client_version: Version
+    attached_at: datetime
 
 
 class RosterResult(Response_):
@@ -193,26 +200,26 @@ class ParticipantResult(Response_):
 class TokenResult(Response_):
     token_id: UUID
     token: str
-    expires_at: str | None
+    expires_at: datetime | None
 
 
 class SessionResult(Response_):
     session_id: UUID
-    state: str
-    min_client_version: str | None
+    state: SessionState
+    min_client_version: Version | None
 
 
 class MembershipResult(Response_):
     session_id: UUID
     participant_id: UUID
-    role: str
-    state: str
-    joined_at: str | None
+    role: MembershipRole
+    state: MembershipState
+    joined_at: datetime | None
 
 
 class FloorResult(Response_):
     session_id: UUID
-    min_client_version: str
+    min_client_version: Version
 
 
 # --- admin reads (contract §11) ------------------------------------------------------------------
@@ -221,7 +228,7 @@ class FloorResult(Response_):
 class ParticipantSummary(Response_):
     participant_id: UUID
     display_name: str | None
-    created_at: str
+    created_at: datetime
 
 
 class ParticipantPage(Response_):
@@ -232,24 +239,24 @@ class ParticipantPage(Response_):
 class TokenMetadata(Response_):
     token_id: UUID
     label: str | None
-    created_at: str
-    expires_at: str | None
-    revoked_at: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
 
 
 class ParticipantDetail(Response_):
     participant_id: UUID
     display_name: str | None
-    created_at: str
+    created_at: datetime
     tokens: list[TokenMetadata]
 
 
 class SessionSummary(Response_):
     session_id: UUID
     state: SessionState
-    min_client_version: str | None
-    created_at: str
-    updated_at: str
+    min_client_version: Version | None
+    created_at: datetime
+    updated_at: datetime
 
 
 class SessionPage(Response_):
@@ -260,16 +267,47 @@ class SessionPage(Response_):
 class SessionMember(Response_):
     participant_id: UUID
     display_name: str | None
-    role: Literal["owner", "collaborator", "runtime_contributor", "viewer"]
-    state: Literal["pending", "active", "suspended", "revoked"]
-    joined_at: str | None
-    updated_at: str
+    role: MembershipRole
+    state: MembershipState
+    joined_at: datetime | None
+    updated_at: datetime
 
 
 class SessionDetail(Response_):
     session_id: UUID
     state: SessionState
-    min_client_version: str | None
-    created_at: str
-    updated_at: str
+    min_client_version: Version | None
+    created_at: datetime
+    updated_at: datetime
     members: list[SessionMember]
+
+
+# --- operations endpoints ---------------------------------------------------------------------
+
+
+class HealthResult(Response_):
+    status: Literal["ok"]
+
+
+class SweepStatus(Response_):
+    """The liveness sweep's last run and outage-guard mode (`control_plane.sweep_state`)."""
+
+    mode: SweepMode
+    last_started_at: datetime | None
+    last_finished_at: datetime | None
+    age_seconds: float | None
+    last_duration_ms: float | None
+    last_transitions: int
+    total_runs: int
+    total_transitions: int
+    resumed_at: datetime | None
+    stall_since: datetime | None
+    interval_seconds: float
+
+
+class ReadinessResult(Response_):
+    """`status` is `ready` with no reasons (200) or `not ready` with at least one (503)."""
+
+    status: Literal["ready", "not ready"]
+    reasons: list[str]
+    sweep: SweepStatus | None  # null when the database could not be read

@@ -94,8 +94,8 @@ AS $fn$
 DECLARE
     v_limit integer := page_limit(p_limit);  -- CP400
     -- Before every row: the first page.
-    v_after_at timestamptz := '-infinity';
-    v_after_id uuid := '00000000-0000-0000-0000-000000000000';
+    v_after_at timestamptz := '-infinity'::timestamptz;
+    v_after_id uuid := '00000000-0000-0000-0000-000000000000'::uuid;
     v_ids uuid[];
 BEGIN
     IF p_after IS NOT NULL THEN
