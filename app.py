@@ -6,15 +6,12 @@ from __future__ import annotations
 import logging
 import time
 
-import asyncpg
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, ValidationException
 
 from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_admin_pool, create_pool
-from control_plane.errors import DomainError
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.methods import ControlPlaneApp
@@ -38,7 +35,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.pool,
             max_batch=settings.heartbeat_max_batch,
             max_in_flight=settings.heartbeat_max_in_flight,
-            linger=settings.heartbeat_linger_ms / 1000,
         )
 
     async def close_pool(app: Litestar) -> None:
@@ -53,17 +49,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_shutdown=[close_pool],
         state=State({"settings": settings, "started_monotonic": time.monotonic()}),
         request_max_body_size=MAX_BODY_BYTES,
-        exception_handlers={
-            DomainError: problems.on_domain_error,
-            asyncpg.PostgresConnectionError: problems.on_connection_error,
-            asyncpg.InterfaceError: problems.on_connection_error,
-            OSError: problems.on_connection_error,
-            TimeoutError: problems.on_connection_error,
-            asyncpg.PostgresError: problems.on_postgres_error,
-            ValidationException: problems.on_validation_error,
-            HTTPException: problems.on_http_exception,
-            Exception: problems.on_unexpected,
-        },
+        exception_handlers=problems.exception_handlers(),
         openapi_config=openapi_config(),
         debug=False,
     )

@@ -23,7 +23,7 @@ def bearer_token(authorization: str | None) -> str:
         token = token.strip()
         if scheme.lower() == "bearer" and token and len(token) <= _MAX_TOKEN_CHARS:
             return token
-    raise DomainError(errors.UNAUTHENTICATED, errors.UNAUTHENTICATED_DETAIL)
+    raise DomainError(errors.UNAUTHENTICATED)  # the uniform 401: the table's constant detail
 
 
 def participant_digest(authorization: str | None) -> bytes:

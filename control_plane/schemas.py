@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -28,13 +28,18 @@ NodeId = Annotated[str, Meta(min_length=1, max_length=256, pattern=NODE_ID_PATTE
 # Not blank, and no NUL (PostgreSQL text cannot hold it; contract §6.10: NUL bytes → 400).
 Reason = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
 Label = Annotated[str, Meta(min_length=1, max_length=200)]
-SelfReportedHealth = Literal["online", "degraded"]
+# The enumerations of the SQL CHECKs, written once on this side (tests/db/test_vocabulary.py
+# fails when they drift from the constraints in the database).
 SlotState = Literal["registering", "online", "degraded", "offline", "revoked"]
 HealthState = Literal["online", "degraded", "offline"]
+SelfReportedHealth = Literal["online", "degraded"]  # a daemon may never report the others
 SessionState = Literal["provisioning", "active", "archived", "closed"]
 MembershipRole = Literal["owner", "collaborator", "runtime_contributor", "viewer"]
 MembershipState = Literal["pending", "active", "suspended", "revoked"]
 SweepMode = Literal["normal", "gap_grace", "stall_hold"]
+SLOT_STATES: tuple[str, ...] = get_args(SlotState)
+HEALTH_STATES: tuple[str, ...] = get_args(HealthState)
+SWEEP_MODES: tuple[str, ...] = get_args(SweepMode)
 Capabilities = dict[str, Any]
 
 

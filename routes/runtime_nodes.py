@@ -12,7 +12,8 @@ from typing import Any
 from litestar import Request, Response, Router, get, post, put
 
 from control_plane.auth import Auth, auth_opt, is_admin, participant_digest
-from control_plane.heartbeats import coalescer_of, heartbeat_refusal
+from control_plane.errors import SqlStateRefusal
+from control_plane.heartbeats import coalescer_of
 from control_plane.http import (
     encode_json,
     json_response,
@@ -152,10 +153,10 @@ async def heartbeat(request: Req, node_id: str) -> Response[None]:
     nid = path_node_id(node_id)
     digest = _digest(request)
     body = await read_body(request, HeartbeatRequest)
-    status = await coalescer_of(request).beat(digest, nid, body.health_state)
-    if status == 204:
+    refusal = await coalescer_of(request).beat(digest, nid, body.health_state)
+    if refusal is None:
         return no_content()
-    raise heartbeat_refusal(status)
+    raise SqlStateRefusal(refusal)  # mapped like any raised SQLSTATE (problems.py)
 
 
 @post(
