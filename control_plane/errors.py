@@ -54,6 +54,7 @@ SQLSTATE_ERRORS: dict[str, ErrorKind] = {
     "CPC07": ErrorKind(
         409, "session.state_transition_forbidden", "A session's state may only move forward"
     ),
+    "CPG10": ErrorKind(410, "events.cursor_expired", "Event cursor expired"),
 }
 
 FORBIDDEN_ADMIN = ErrorKind(403, "auth.forbidden", "Forbidden")

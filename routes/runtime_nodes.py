@@ -171,8 +171,11 @@ async def detach(request: Req, node_id: str) -> Response[None]:
     active it is a no-op 204. Never touches a revoked slot."""
     nid = path_node_id(node_id)
     digest = _digest(request)
-    await read_body(request, ReasonRequest, optional=True)  # reason: accepted, not stored
-    await pool_of(request).execute("SELECT control_plane.runtime_node_detach($1, $2)", digest, nid)
+    body = await read_body(request, ReasonRequest, optional=True)
+    # The reason is stored in the detached event (contract §9).
+    await pool_of(request).execute(
+        "SELECT control_plane.runtime_node_detach($1, $2, $3)", digest, nid, body.reason
+    )
     return no_content()
 
 
@@ -220,14 +223,19 @@ async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
     # A session owner's token, or the admin token (through the admin role, which alone may).
     as_admin = _is_admin(request)
     digest = None if as_admin else _digest(request)
-    await read_body(request, ReasonRequest, optional=True)  # reason: accepted, not stored
+    body = await read_body(request, ReasonRequest, optional=True)
+    # The reason is stored in the revoked event (contract §9).
     if as_admin:
         await admin_pool_of(request).execute(
-            "SELECT control_plane.admin_revoke_runtime_node($1, $2)", sid, nid
+            "SELECT control_plane.admin_revoke_runtime_node($1, $2, $3)", sid, nid, body.reason
         )
     else:
         await pool_of(request).execute(
-            "SELECT control_plane.runtime_node_revoke($1, $2, $3)", digest, sid, nid
+            "SELECT control_plane.runtime_node_revoke($1, $2, $3, $4)",
+            digest,
+            sid,
+            nid,
+            body.reason,
         )
     return no_content()
 

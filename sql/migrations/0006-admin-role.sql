@@ -3,7 +3,7 @@
 -- HTTP tier uses it (through a small second pool) for the admin surface only. A leaked
 -- control_plane_api credential therefore cannot mint participants, tokens or memberships,
 -- change a session or revoke a node as admin.
--- depends: 0001-schema
+-- depends: 0001-schema 0005-runtime-node-events
 
 DO $roles$
 BEGIN
@@ -25,6 +25,7 @@ GRANT USAGE ON SCHEMA control_plane TO control_plane_admin;
 -- It is now admin_revoke_runtime_node, executable by the admin role alone; the participant
 -- revoke keeps runtime_node_revoke(token, session, node) (sql/functions recreate both).
 DROP FUNCTION IF EXISTS control_plane.runtime_node_revoke(bytea, uuid, text, boolean);
+DROP FUNCTION IF EXISTS control_plane.runtime_node_revoke(bytea, uuid, text, boolean, text);
 
 -- Keyset pagination of the admin lists: (created_at, id) order, optionally by session state.
 CREATE INDEX participants_created_at_id ON control_plane.participants (created_at, id);

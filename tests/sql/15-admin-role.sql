@@ -60,7 +60,7 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
           ARRAY[]::text[], 'the API role may EXECUTE no admin_* function');
 SELECT ok(NOT has_function_privilege('control_plane_admin', f, 'EXECUTE'),
           format('the admin role may not EXECUTE internal %s', f))
-  FROM unnest(ARRAY['control_plane.runtime_node_revoke_slot(uuid, text)',
+  FROM unnest(ARRAY['control_plane.runtime_node_revoke_slot(uuid, text, uuid, text)',
                     'control_plane.runtime_node_roster_of(uuid)',
                     'control_plane.page_limit(integer)']) f;
 

@@ -248,7 +248,7 @@ SELECT is(admin_session_roster(:'s1'),
           runtime_node_roster(sha256(convert_to(:'owner_token', 'UTF8')), :'s1'),
           'the admin roster is the members'' roster (readOnly below the floor included)');
 SELECT is(jsonb_array_length(admin_session_roster(:'s1') -> 'nodes'), 1, 'with the node');
-SELECT is(admin_session_roster((SELECT id FROM fx_s WHERE n = 2)), '{"nodes": []}'::jsonb,
+SELECT is(admin_session_roster((SELECT id FROM fx_s WHERE n = 2)) -> 'nodes', '[]'::jsonb,
           'a session without nodes: an empty roster');
 SELECT throws_ok(format('SELECT control_plane.admin_session_roster(%L)', gen_random_uuid()),
                  'CPN04', 'session not found', 'the admin may know a session does not exist → CPN04');

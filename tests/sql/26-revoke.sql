@@ -45,10 +45,12 @@ SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(%L, %L, %L)$$
 SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(NULL, %L, %L)$$,
                         pg_temp.s('s1'), pg_temp.n('n1')),
                  'CP401', NULL, '401: no token (admin authority is another function)');
-SELECT hasnt_function('control_plane', 'runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'boolean'],
-                      'the old p_as_admin flag is gone: no caller of the API role can claim admin');
+SELECT ok(NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.oid::regprocedure::text IN (
+              'control_plane.runtime_node_revoke(bytea,uuid,text,boolean)',
+              'control_plane.runtime_node_revoke(bytea,uuid,text,boolean,text)')),
+          'the old p_as_admin flag is gone: no caller of the API role can claim admin');
 SELECT ok(NOT has_function_privilege('control_plane_api',
-                                     'control_plane.admin_revoke_runtime_node(uuid, text)', 'EXECUTE'),
+                                     'control_plane.admin_revoke_runtime_node(uuid, text, text)', 'EXECUTE'),
           'the API role may not EXECUTE the admin revoke');
 SELECT is(pg_temp.fp(), :'fp_403', 'no refused revoke changed anything');
 
