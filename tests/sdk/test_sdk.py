@@ -261,6 +261,18 @@ MIRRORS = {
     models.CreatedParticipant: "ParticipantResult",
     models.IssuedToken: "TokenResult",
     models.Floor: "FloorResult",
+    models.Event: "RuntimeNodeEvent",
+    models.EventPage: "EventsPage",
+    models.CreatedSession: "SessionResult",
+    models.Session: "SessionSummary",
+    models.SessionDetail: "SessionDetail",
+    models.SessionMember: "SessionMember",
+    models.SessionPage: "SessionPage",
+    models.Membership: "MembershipResult",
+    models.ParticipantSummary: "ParticipantSummary",
+    models.Participant: "ParticipantDetail",
+    models.ParticipantPage: "ParticipantPage",
+    models.TokenInfo: "TokenMetadata",
 }
 
 

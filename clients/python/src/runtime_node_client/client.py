@@ -26,6 +26,7 @@ from runtime_node_client.models import (
     Attachment,
     Capabilities,
     CreatedParticipant,
+    CreatedSession,
     Event,
     EventPage,
     Floor,
@@ -38,7 +39,6 @@ from runtime_node_client.models import (
     Role,
     Roster,
     SelfReportedHealth,
-    Session,
     SessionDetail,
     SessionPage,
     SessionState,
@@ -286,13 +286,13 @@ class ControlPlaneClient:
 
     async def create_session(
         self, *, min_client_version: str | None = None, state: SessionState | None = None
-    ) -> Session:
+    ) -> CreatedSession:
         body: dict[str, Any] = {}
         if min_client_version:
             body["minClientVersion"] = min_client_version
         if state:
             body["state"] = state
-        return await self._call("POST", "/v1/admin/sessions", Session, json=body)
+        return await self._call("POST", "/v1/admin/sessions", CreatedSession, json=body)
 
     async def put_membership(
         self,
@@ -317,30 +317,36 @@ class ControlPlaneClient:
             json={"minClientVersion": min_client_version},
         )
 
-    async def set_session_state(self, session_id: UUID | str, state: SessionState) -> Session:
+    async def set_session_state(
+        self, session_id: UUID | str, state: SessionState
+    ) -> CreatedSession:
         return await self._call(
-            "PUT", f"/v1/admin/sessions/{session_id}/state", Session, json={"state": state}
+            "PUT", f"/v1/admin/sessions/{session_id}/state", CreatedSession, json={"state": state}
         )
 
     async def list_participants(
-        self, *, limit: int = 100, after: str | None = None
+        self, *, limit: int = 100, after: UUID | str | None = None
     ) -> ParticipantPage:
         params: dict[str, str | int] = {"limit": limit}
         if after:
-            params["after"] = after
+            params["after"] = str(after)
         return await self._call("GET", "/v1/admin/participants", ParticipantPage, params=params)
 
     async def get_participant(self, participant_id: UUID | str) -> Participant:
         return await self._call("GET", f"/v1/admin/participants/{participant_id}", Participant)
 
     async def list_sessions(
-        self, *, state: SessionState | None = None, limit: int = 100, after: str | None = None
+        self,
+        *,
+        state: SessionState | None = None,
+        limit: int = 100,
+        after: UUID | str | None = None,
     ) -> SessionPage:
         params: dict[str, str | int] = {"limit": limit}
         if state:
             params["state"] = state
         if after:
-            params["after"] = after
+            params["after"] = str(after)
         return await self._call("GET", "/v1/admin/sessions", SessionPage, params=params)
 
     async def get_session(self, session_id: UUID | str) -> SessionDetail:

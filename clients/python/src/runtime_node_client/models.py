@@ -102,7 +102,7 @@ class Event(Wire):
 
 class EventPage(Wire):
     events: list[Event]
-    next: int | None
+    next: int  # pass as `after` next time
 
 
 # --- admin ------------------------------------------------------------------------------------
@@ -126,31 +126,50 @@ class TokenInfo(Wire):
     revoked_at: datetime | None
 
 
-class Participant(Wire):
+class ParticipantSummary(Wire):
     participant_id: UUID
-    display_name: str | None = None
-    created_at: datetime | None = None
-    tokens: list[TokenInfo] = []
+    display_name: str | None
+    created_at: datetime
 
 
-class Session(Wire):
+class Participant(ParticipantSummary):
+    """One participant with its tokens' metadata (never a secret or its digest)."""
+
+    tokens: list[TokenInfo]
+
+
+class CreatedSession(Wire):
     session_id: UUID
     state: SessionState
     min_client_version: str | None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+
+
+class Session(CreatedSession):
+    created_at: datetime
+    updated_at: datetime
 
 
 class Membership(Wire):
+    """The answer to a membership change."""
+
+    session_id: UUID
     participant_id: UUID
     role: Role
     state: MembershipState
     joined_at: datetime | None
-    session_id: UUID | None = None  # absent when listed inside a session
+
+
+class SessionMember(Wire):
+    participant_id: UUID
+    display_name: str | None
+    role: Role
+    state: MembershipState
+    joined_at: datetime | None
+    updated_at: datetime
 
 
 class SessionDetail(Session):
-    members: list[Membership] = []
+    members: list[SessionMember]
 
 
 class Floor(Wire):
@@ -159,13 +178,13 @@ class Floor(Wire):
 
 
 class ParticipantPage(Wire):
-    items: list[Participant]
-    next: str | None
+    items: list[ParticipantSummary]
+    next: UUID | None  # pass as `after` for the next page; None on the last page
 
 
 class SessionPage(Wire):
     items: list[Session]
-    next: str | None
+    next: UUID | None
 
 
 class Problem(Wire):
