@@ -4,13 +4,17 @@ SDK's own admin calls, and short timings so a keep-alive loop can be watched in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import subprocess
-from collections.abc import Iterator
+import tempfile
+import threading
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from runtime_node_client import ControlPlaneClient
 
@@ -66,30 +70,87 @@ def fast_timings(db: psycopg.Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        # offline_after first goes back up, so each step satisfies the ordering CHECKs.
+        # One statement: the CHECKs (heartbeat < degraded < offline) hold before and after.
         db.execute(
-            "UPDATE control_plane.settings SET offline_after = %s, degraded_after = %s,"
-            " heartbeat_interval = %s",
-            (before[2], before[1], before[0]),
+            "UPDATE control_plane.settings SET heartbeat_interval = %s, degraded_after = %s,"
+            " offline_after = %s",
+            tuple(before),
         )
 
 
-def local_cluster(action: str) -> None:
-    """Stop or start the private test cluster (`scripts/local-db.sh down|up test`)."""
-    subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts/local-db.sh"), action, "test"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+class DatabaseLink:
+    """A Unix-socket relay in front of the test cluster's socket, for one app server: `cut()`
+    refuses new connections and drops every open one (what the app sees when its database
+    stops or crashes), `restore()` brings it back. The shared cluster and every other test's
+    connections are untouched, so an outage can be staged in the middle of the suite."""
+
+    def __init__(self, database_url: str, directory: Path) -> None:
+        params = psycopg.conninfo.conninfo_to_dict(database_url)
+        host, port = str(params["host"]), str(params.get("port") or 5432)
+        self.target = os.path.join(host, f".s.PGSQL.{port}")
+        self.path = str(directory / f".s.PGSQL.{port}")
+        self.url = psycopg.conninfo.make_conninfo(database_url, host=str(directory))
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.restore()
+
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    def restore(self) -> None:
+        self._call(self._listen())
+
+    def cut(self) -> None:
+        self._call(self._cut())
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_unix_server(self._relay, path=self.path)
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
 
 
 @pytest.fixture
-def test_cluster() -> Iterator[None]:
-    """The test may stop the private test cluster; it is running again afterwards."""
-    if os.environ.get("CONTROL_PLANE_LOCAL_CLUSTER") != "test":
-        pytest.skip("needs the private test cluster of `make test` (DATABASE_URL is external)")
-    try:
-        yield
-    finally:
-        local_cluster("up")
+def database_link(database_url: str, migrated: None) -> Iterator[DatabaseLink]:
+    if "host=/" not in psycopg.conninfo.make_conninfo(database_url):
+        pytest.skip("needs a Unix-socket DATABASE_URL (the private test cluster of `make test`)")
+    with tempfile.TemporaryDirectory(prefix="cp-link-") as directory:
+        link = DatabaseLink(database_url, Path(directory))
+        try:
+            yield link
+        finally:
+            link.close()

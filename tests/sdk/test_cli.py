@@ -90,7 +90,9 @@ def test_cli_drives_every_admin_operation(server: str, admin_token: str) -> None
     table = run("roster", sid)
     assert table.returncode == 0 and node in table.stdout and "registering" in table.stdout
 
-    watched = run("watch", sid, "--after", "0", "--count", "1", "--json", timeout=20)
+    watched = cpctl(
+        server, admin_token, "watch", sid, "--after", "0", "--count", "1", "--json", timeout=20
+    )
     lines = [json.loads(line) for line in watched.stdout.splitlines()]
     assert watched.returncode == 0, watched.stderr
     assert lines[-1]["kind"] == "attached" and lines[-1]["nodeId"] == node

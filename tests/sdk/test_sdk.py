@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,8 @@ from runtime_node_client import ControlPlaneClient, RetryPolicy, RuntimeNode, mo
 from runtime_node_client import errors as sdk_errors
 
 from control_plane import errors as server_errors
-from tests.sdk.conftest import World, local_cluster, make_world
+from tests.conftest import start_server
+from tests.sdk.conftest import DatabaseLink, World, make_world
 
 
 def node_id() -> str:
@@ -146,17 +148,19 @@ def test_losing_the_slot_stops_beating_and_says_why(
 
 
 def test_retries_ride_out_a_real_database_outage(
-    world: World, fast_timings: None, test_cluster: None
+    admin_token: str, fast_timings: None, database_link: DatabaseLink, tmp_path: Path
 ) -> None:
-    """The test cluster is stopped under a beating node and a waiting read: no exception
-    escapes, beats are skipped (not queued), and both recover once the database is back."""
+    """The database link of a server is cut under a beating node and a waiting read: no
+    exception escapes, beats are skipped (not queued), and both recover once it is back."""
+    server = start_server(database_link.url, admin_token, tmp_path, "outage")
     nid = node_id()
 
     async def scenario() -> None:
+        world = await make_world(server.base_url, admin_token)
         async with runtime_node(world, nid) as node:
             await eventually(lambda: _beats_at_least(node, 2), 5, "beats before the outage")
             refused_before = _heartbeat_503s(world.base_url)
-            await asyncio.to_thread(local_cluster, "down")
+            database_link.cut()
             outage_started = time.monotonic()
             failed_before = node.status.failed_beats
 
@@ -167,9 +171,9 @@ def test_retries_ride_out_a_real_database_outage(
                 await asyncio.sleep(4)
                 assert not roster.done(), "the read should still be retrying"
                 assert node.status.failed_beats > failed_before
-                assert node._task is not None and not node._task.done()  # noqa: SLF001
+                assert node.status.lost is None
                 beats_during = node.status.beats
-                await asyncio.to_thread(local_cluster, "up")
+                database_link.restore()
                 result = await asyncio.wait_for(roster, timeout=60)
                 assert any(n.node_id == nid for n in result.nodes)
             await eventually(
@@ -182,7 +186,10 @@ def test_retries_ride_out_a_real_database_outage(
             assert 0 < refused <= 4 * (outage + 1), (refused, outage)
             assert node.status.lost is None
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
 
 
 def _heartbeat_503s(base_url: str) -> float:
