@@ -65,7 +65,7 @@ SELECT lives_ok(format($$SELECT control_plane.runtime_node_heartbeat(%L, %L, 'on
                 'as the API role: heartbeat');
 SELECT is(control_plane.runtime_node_heartbeat_batch(ARRAY[:'ann'::bytea], ARRAY[:'n1'], ARRAY['online']),
           '{204}'::smallint[], 'as the API role: batch heartbeat');
-SELECT is(jsonb_array_length(control_plane.runtime_node_roster(:'bob', :'s1') -> 'nodes'), 1,
+SELECT is(jsonb_array_length(control_plane.runtime_node_roster(:'bob', :'s1')::jsonb -> 'nodes'), 1,
           'as the API role: roster');
 SELECT lives_ok(format($$SELECT control_plane.runtime_node_detach(%L, %L)$$, :'ann', :'n1'),
                 'as the API role: detach');
