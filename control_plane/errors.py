@@ -27,6 +27,7 @@ SQLSTATE_ERRORS: dict[str, ErrorKind] = {
     "CPC06": ErrorKind(
         409, "session.floor_lowering_forbidden", "The version floor may only be raised"
     ),
+    "CPG10": ErrorKind(410, "events.cursor_expired", "Event cursor expired"),
 }
 
 # The details the SQL functions raise with CP401 (caller_participant) and CP403 (every
