@@ -15,11 +15,13 @@ from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_pool
 from control_plane.errors import DomainError
+from control_plane.feed import FeedHub
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_request_bodies
 from routes.admin import admin_router
+from routes.bench import bench_routes
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
 
@@ -36,12 +38,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_in_flight=settings.heartbeat_max_in_flight,
             linger=settings.heartbeat_linger_ms / 1000,
         )
+        # One LISTEN connection per worker wakes the change feed's waiting requests.
+        app.state.feed = FeedHub(settings)
+        app.state.feed.start()
 
     async def close_pool(app: Litestar) -> None:
+        await app.state.feed.close()
         await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
 
     app = Litestar(
-        route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
+        route_handlers=[
+            admin_router,
+            runtime_node_router,
+            healthz,
+            readyz,
+            metrics,
+            *bench_routes(settings),
+        ],
         middleware=[MetricsMiddleware],
         on_startup=[open_pool, tune_gc],  # tune_gc last: the app is built by then
         on_shutdown=[close_pool],

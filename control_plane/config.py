@@ -30,6 +30,12 @@ class Settings:
     heartbeat_max_batch: int = 512
     heartbeat_max_in_flight: int = 1
     heartbeat_linger_ms: float = 1.0
+    # Change feed (contract §9; control_plane/feed.py): the SSE keep-alive comment and
+    # re-authorization interval (at most 15 s), and the per-worker cap on waiting requests.
+    feed_keepalive_seconds: float = 15.0
+    feed_max_waiters: int = 10_000
+    # Bench-only routes (routes/bench.py), never in the product's route table by default.
+    bench_routes: bool = False
 
     @property
     def api_password_file(self) -> Path:
@@ -57,4 +63,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         heartbeat_max_batch=int(env.get("HEARTBEAT_MAX_BATCH", "512")),
         heartbeat_max_in_flight=int(env.get("HEARTBEAT_MAX_IN_FLIGHT", "1")),
         heartbeat_linger_ms=float(env.get("HEARTBEAT_LINGER_MS", "1")),
+        feed_keepalive_seconds=min(15.0, float(env.get("FEED_KEEPALIVE_SECONDS", "15"))),
+        feed_max_waiters=int(env.get("FEED_MAX_WAITERS", "10000")),
+        bench_routes=env.get("CONTROL_PLANE_BENCH_ROUTES", "") == "1",
     )

@@ -32,6 +32,7 @@ from control_plane.schemas import (
     RosterResult,
 )
 from routes._common import pool_of, problems, settings_of
+from routes.events import events
 
 Req = Request[Any, Any, Any]
 _BODY_ERRORS = (400, 401, 403, 413, 415, 503)
@@ -176,6 +177,15 @@ async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
 
 runtime_node_router = Router(
     path="/v1",
-    route_handlers=[attach, declare, update_capabilities, heartbeat, detach, roster, revoke],
+    route_handlers=[
+        attach,
+        declare,
+        update_capabilities,
+        heartbeat,
+        detach,
+        roster,
+        events,
+        revoke,
+    ],
     tags=["runtime-nodes"],
 )
