@@ -15,13 +15,14 @@ from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_pool
 from control_plane.errors import DomainError
-from control_plane.feed import FeedHub
+from control_plane.feed import CoalescedReads, FeedHub
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_request_bodies
 from routes.admin import admin_router
 from routes.bench import bench_routes
+from routes.events import shared_fetch
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
 
@@ -41,6 +42,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # One LISTEN connection per worker wakes the change feed's waiting requests.
         app.state.feed = FeedHub(settings)
         app.state.feed.start()
+        pool = app.state.pool
+        app.state.feed_reads = CoalescedReads(
+            lambda session, after: shared_fetch(pool, session, after)
+        )
 
     async def close_pool(app: Litestar) -> None:
         await app.state.feed.close()

@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -39,6 +39,7 @@ CHANNEL = "control_plane_events"
 _RECONNECT_MIN_S = 0.2
 _RECONNECT_MAX_S = 5.0
 _LIVENESS_CHECK_S = 1.0  # how often the listener looks at its socket (no query)
+T = TypeVar("T")
 WAKE_ALL = -1  # a waiter's `notified` after a reconnect: something may be new, re-read
 
 
@@ -190,3 +191,58 @@ class FeedHub:
                 if not conn.is_closed():
                     conn.terminate()
             await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+
+
+class CoalescedReads(Generic[T]):
+    """Reads of one session's feed that are due at the same moment (the followers one NOTIFY
+    woke) become one database call, after the smallest of their cursors; each caller then keeps
+    the events after its own cursor. The fetch is the caller's (routes/events.py): the data still
+    always comes from the table, only the round trips are shared."""
+
+    def __init__(self, fetch: Callable[[str, int], Awaitable[T]]) -> None:
+        self._fetch = fetch
+        self._pending: dict[str, _Batch[T]] = {}
+        self.calls = 0  # database calls made (bench, metrics)
+
+    async def read(self, session: str, after: int) -> T:
+        loop = asyncio.get_running_loop()
+        batch = self._pending.get(session)
+        if batch is None:
+            batch = _Batch(after, loop.create_future())
+            self._pending[session] = batch
+            # Started at the end of this loop iteration: every follower woken by the same
+            # notification has resumed by then and joined the batch.
+            loop.call_soon(self._start, session, batch)
+        elif after < batch.after:
+            batch.after = after
+        # shield: one follower going away must not cancel the read the others wait for.
+        return await asyncio.shield(batch.future)
+
+    def _start(self, session: str, batch: _Batch[T]) -> None:
+        if self._pending.get(session) is batch:
+            del self._pending[session]
+        self.calls += 1
+        task = asyncio.get_running_loop().create_task(self._fetch(session, batch.after))
+        task.add_done_callback(batch.settle)
+
+
+class _Batch(Generic[T]):
+    __slots__ = ("after", "future")
+
+    def __init__(self, after: int, future: asyncio.Future[T]) -> None:
+        self.after = after
+        self.future = future
+
+    def settle(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self.future.cancel()
+        elif (exc := task.exception()) is not None:
+            self.future.set_exception(exc)
+            self.future.add_done_callback(_retrieve)  # no "never retrieved" if all left
+        else:
+            self.future.set_result(task.result())
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -31,7 +31,7 @@ from control_plane import errors
 from control_plane.auth import is_admin, participant_digest
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.errors import DomainError
-from control_plane.feed import FeedHub, Waiter
+from control_plane.feed import CoalescedReads, FeedHub, Waiter
 from control_plane.http import json_response, path_uuid
 from control_plane.schemas import EventsPage
 from routes._common import pool_of, problems, settings_of
@@ -106,6 +106,37 @@ def _wants_stream(request: Req) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Page:
+    """A decoded page: each event's id and kind with its JSON as the database wrote it."""
+
+    events: list[tuple[int, str, msgspec.Raw]]
+    next: int
+    full: bool  # a full page: more events may be waiting right after `next`
+
+    def json(self) -> bytes:
+        return b'{"events":[%s],"next":%d}' % (
+            b",".join(raw for _, _, raw in self.events),
+            self.next,
+        )
+
+
+def decode_page(text: str, limit: int) -> Page:
+    raw = _page_decoder.decode(text)
+    events = []
+    for event in raw.events:
+        head = _head_decoder.decode(event)
+        events.append((head.id, head.kind, event))
+    return Page(events, raw.next, len(events) >= limit)
+
+
+async def shared_fetch(pool: asyncpg.Pool, session: str, after: int) -> Page:
+    """The fetch behind CoalescedReads: one page for every follower of `session` in this worker
+    whose authorization is fresh (the callers were authorized by their own reads)."""
+    text = await pool.fetchval(_ADMIN_SQL, UUID(session), after, MAX_LIMIT)
+    return decode_page(str(text), MAX_LIMIT)
+
+
+@dataclass(slots=True)
 class _Reader:
     """One caller's reads of one session's feed (admin or participant)."""
 
@@ -113,13 +144,32 @@ class _Reader:
     session: UUID
     digest: bytes | None  # None: the admin token
     limit: int
+    shared: CoalescedReads[Page]
+    fresh_for: float  # seconds an own read's authorization is relied upon (the keep-alive)
+    authorized_at: float = float("-inf")
 
     async def read(self, after: int | None) -> str:
+        """A read with the caller's own credentials: authorization checked in SQL, now."""
         if self.digest is None:
-            return str(await self.pool.fetchval(_ADMIN_SQL, self.session, after, self.limit))
-        return str(
-            await self.pool.fetchval(_PARTICIPANT_SQL, self.digest, self.session, after, self.limit)
-        )
+            text = await self.pool.fetchval(_ADMIN_SQL, self.session, after, self.limit)
+        else:
+            text = await self.pool.fetchval(
+                _PARTICIPANT_SQL, self.digest, self.session, after, self.limit
+            )
+        self.authorized_at = time.monotonic()
+        return str(text)
+
+    async def follow(self, after: int) -> Page:
+        """The events after `after` once woken: from the worker's shared read of the session
+        while this caller's authorization is at most `fresh_for` old, else its own read (which
+        re-checks it; contract §9: at least every 15 s)."""
+        if time.monotonic() - self.authorized_at >= self.fresh_for:
+            return decode_page(await self.read(after), self.limit)
+        page = await self.shared.read(str(self.session), after)
+        mine = [e for e in page.events if e[0] > after]
+        if len(mine) > self.limit:
+            return Page(mine[: self.limit], mine[self.limit - 1][0], True)
+        return Page(mine, max(after, page.next), page.full or len(mine) == self.limit)
 
 
 def _hub(request: Req) -> FeedHub:
@@ -137,39 +187,44 @@ async def events(request: Req, session_id: str) -> Response[EventsPage]:
     after, limit, wait = _query(request)
     authorization = request.headers.get("authorization")
     as_admin = is_admin(authorization, settings_of(request).admin_token)
+    keepalive = settings_of(request).feed_keepalive_seconds
     reader = _Reader(
-        pool_of(request), sid, None if as_admin else participant_digest(authorization), limit
+        pool_of(request),
+        sid,
+        None if as_admin else participant_digest(authorization),
+        limit,
+        request.app.state.feed_reads,
+        keepalive,
     )
     if _wants_stream(request):
         resume = _last_event_id(request)
         cursor = resume if resume is not None else after
         first = await reader.read(cursor)  # refusals (400/401/403/404/410) as problems
-        keepalive = settings_of(request).feed_keepalive_seconds
-        stream = _stream(_hub(request), reader, first, keepalive)
+        stream = _stream(_hub(request), reader, decode_page(first, limit), keepalive)
         return ServerSentEvent(  # type: ignore[return-value]
             stream, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
     if wait <= 0:
         return json_response(await reader.read(after))
-    return json_response(await _long_poll(_hub(request), reader, str(sid), after, wait))
+    return json_response(await _long_poll(_hub(request), reader, after, wait))
 
 
-async def _long_poll(
-    hub: FeedHub, reader: _Reader, session: str, after: int | None, wait: float
-) -> str:
+async def _long_poll(hub: FeedHub, reader: _Reader, after: int | None, wait: float) -> bytes | str:
     deadline = time.monotonic() + wait
-    with hub.waiter(session) as waiter:
+    with hub.waiter(str(reader.session)) as waiter:
         # Registered before the read: an event committing after it wakes us (no lost wake-up).
-        page = await reader.read(after)
+        text = await reader.read(after)
+        page = decode_page(text, reader.limit)
+        if page.events:
+            return text
         while True:
-            decoded = _page_decoder.decode(page)
             remaining = deadline - time.monotonic()
-            if decoded.events or remaining <= 0:
-                return page
-            if not await _woken_with_news(waiter, decoded.next, remaining, deadline):
-                return page  # wait elapsed: the empty page (its `next` is still valid)
+            if remaining <= 0 or not await _woken_with_news(waiter, page.next, remaining, deadline):
+                return page.json()  # wait elapsed: the empty page (its `next` is still valid)
             waiter.take()
-            page = await reader.read(decoded.next)
+            page = await reader.follow(page.next)
+            if page.events:
+                return page.json()
 
 
 async def _woken_with_news(waiter: Waiter, cursor: int, remaining: float, deadline: float) -> bool:
@@ -183,47 +238,50 @@ async def _woken_with_news(waiter: Waiter, cursor: int, remaining: float, deadli
 
 
 async def _stream(
-    hub: FeedHub, reader: _Reader, first: str, keepalive: float
+    hub: FeedHub, reader: _Reader, first: Page, keepalive: float
 ) -> AsyncIterator[ServerSentEventMessage]:
-    page = _page_decoder.decode(first)
-    for raw in page.events:
-        yield _message(raw)
-    position = page.next
+    for event in first.events:
+        yield _message(event)
+    position = first.next
+    next_comment = time.monotonic() + keepalive
     with hub.waiter(str(reader.session)) as waiter:
         # Catch up with anything committed between the first read and the registration.
         page = await _reread(reader, position)
         while page is not None:
-            for raw in page.events:
-                yield _message(raw)
+            for event in page.events:
+                yield _message(event)
             position = page.next
-            if len(page.events) == reader.limit:  # a full page: more may be waiting
+            if page.full:  # more may be waiting
                 waiter.take()
                 page = await _reread(reader, position)
                 continue
-            deadline = time.monotonic() + keepalive
-            woke = await _woken_with_news(waiter, position, keepalive, deadline)
-            if not woke:
+            # Wait for news, at most until the next comment is due or the caller's last
+            # authorization check is `keepalive` old (then the re-read is the caller's own).
+            now = time.monotonic()
+            until = min(next_comment, reader.authorized_at + keepalive)
+            await _woken_with_news(waiter, position, max(0.0, until - now), until)
+            if time.monotonic() >= next_comment:
                 yield ServerSentEventMessage(data=None, comment="keep-alive")
-            # Woken, or a keep-alive tick: the re-read also re-checks authorization (SQL).
+                next_comment = time.monotonic() + keepalive
             waiter.take()
             page = await _reread(reader, position)
 
 
-async def _reread(reader: _Reader, after: int) -> _Page | None:
+async def _reread(reader: _Reader, after: int) -> Page | None:
     """The next page, or None when the stream must end (access lost, cursor expired). A
     database outage keeps the stream open: the next tick tries again."""
     try:
-        return _page_decoder.decode(await reader.read(after))
+        return await reader.follow(after)
     except asyncpg.PostgresError as exc:
         if getattr(exc, "sqlstate", None) in _STREAM_ENDING_SQLSTATES:
             return None
         if errors.kind_for_sqlstate(getattr(exc, "sqlstate", None)) is errors.UNAVAILABLE:
-            return _Page(events=[], next=after)
+            return Page([], after, False)
         raise
     except CONNECTION_ERRORS:
-        return _Page(events=[], next=after)
+        return Page([], after, False)
 
 
-def _message(raw: msgspec.Raw) -> ServerSentEventMessage:
-    head = _head_decoder.decode(raw)
-    return ServerSentEventMessage(data=bytes(raw).decode(), event=head.kind, id=head.id)
+def _message(event: tuple[int, str, msgspec.Raw]) -> ServerSentEventMessage:
+    event_id, kind, raw = event
+    return ServerSentEventMessage(data=bytes(raw).decode(), event=kind, id=event_id)
