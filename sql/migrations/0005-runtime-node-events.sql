@@ -50,7 +50,7 @@ COMMENT ON TABLE control_plane.runtime_node_events IS
     'slot''s state, its capabilities or a node''s presence health, written in the same transaction. '
     'id ascends in commit order (ids are taken under advisory lock runtime_node_events_lock_key() '
     'held to commit), so a reader that returns id > cursor never misses an event. Purged after '
-    'settings.event_retention by pg_cron job runtime-node-events-purge.';
+    'settings.event_retention by the scheduled job runtime-node-events-purge.';
 
 -- What the purge removed: every id <= purged_through is gone; a cursor below it has expired.
 CREATE TABLE control_plane.runtime_node_event_retention (
