@@ -103,11 +103,15 @@ class FeedHub:
     def waiters(self) -> int:
         return self._count
 
+    def check_capacity(self) -> None:
+        """503 when this worker already holds its maximum of waiting requests."""
+        if self._count >= self._max_waiters:
+            raise DomainError(errors.UNAVAILABLE, "too many requests are waiting; retry later")
+
     @contextlib.contextmanager
     def waiter(self, session: str) -> Iterator[Waiter]:
         """Register a waiter for `session` for the duration of the block."""
-        if self._count >= self._max_waiters:
-            raise DomainError(errors.UNAVAILABLE, "too many requests are waiting; retry later")
+        self.check_capacity()
         waiter = Waiter(session)
         self._by_session.setdefault(session, set()).add(waiter)
         self._count += 1

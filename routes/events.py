@@ -199,6 +199,7 @@ async def events(request: Req, session_id: str) -> Response[EventsPage]:
     if _wants_stream(request):
         resume = _last_event_id(request)
         cursor = resume if resume is not None else after
+        _hub(request).check_capacity()  # a 503 now, not a broken stream later
         first = await reader.read(cursor)  # refusals (400/401/403/404/410) as problems
         stream = _stream(_hub(request), reader, decode_page(first, limit), keepalive)
         return ServerSentEvent(  # type: ignore[return-value]
