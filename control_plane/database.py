@@ -40,9 +40,10 @@ def api_connect_kwargs(settings: Settings) -> dict[str, Any]:
     """
     url = settings.api_database_url or settings.database_url
     params = conninfo_to_dict(url)
+    port = params.get("port")
     kwargs: dict[str, Any] = {
         "host": params.get("host"),
-        "port": int(params["port"]) if params.get("port") else None,
+        "port": int(port) if port else None,
         "database": params.get("dbname"),
         "user": params.get("user"),
         "password": params.get("password"),

@@ -164,4 +164,5 @@ def heartbeat_refusal(status: int) -> DomainError:
 
 
 def coalescer_of(request: Request[Any, Any, Any]) -> HeartbeatCoalescer:
-    return request.app.state.heartbeats
+    coalescer: HeartbeatCoalescer = request.app.state.heartbeats
+    return coalescer

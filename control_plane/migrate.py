@@ -5,7 +5,8 @@
 3. re-applies every `sql/functions/*.sql` file (CREATE OR REPLACE) as `control_plane_owner`, in one
    transaction, after revoking every function grant, so each file's own GRANTs are the whole
    truth about what the API role may call;
-4. gives the API login role a generated password kept in the state dir (ignored by the embedded
+4. registers where pg_cron's jobs connect and checks they can (control_plane/cron_jobs.py);
+5. gives the API login role a generated password kept in the state dir (ignored by the embedded
    cluster's local trust), unless CONTROL_PLANE_API_DATABASE_URL says how to log in.
 
 Runs as the DATABASE_URL login, which must be a superuser (it creates roles and pg_cron jobs).
@@ -22,6 +23,7 @@ from psycopg import sql
 from yoyo import get_backend, read_migrations
 
 from control_plane.config import SQL_DIR, Settings, load_settings
+from control_plane.cron_jobs import ensure_job_connection
 from control_plane.database import API_ROLE
 
 
@@ -32,15 +34,21 @@ def _yoyo_url(url: str) -> str:
     return url
 
 
+def _scalar(conn: psycopg.Connection, query: str) -> str | None:
+    row = conn.execute(query).fetchone()
+    value: str | None = row[0] if row else None
+    return value
+
+
 def check_pg_cron(conn: psycopg.Connection) -> None:
-    preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+    preload = _scalar(conn, "SHOW shared_preload_libraries") or ""
     if "pg_cron" not in [lib.strip() for lib in preload.split(",")]:
         sys.exit(
             "pg_cron is not preloaded on this server: add shared_preload_libraries = 'pg_cron' "
             "and cron.database_name = '<this database>' to postgresql.conf and restart it."
         )
-    cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]
-    this_db = conn.execute("SELECT current_database()").fetchone()[0]
+    cron_db = _scalar(conn, "SELECT current_setting('cron.database_name', true)")
+    this_db = _scalar(conn, "SELECT current_database()")
     if (cron_db or "postgres") != this_db:
         sys.exit(
             f"pg_cron runs in database {cron_db or 'postgres'!r}, not {this_db!r}: set "
@@ -116,7 +124,9 @@ def main() -> None:
     applied = apply_migrations(settings.database_url)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         count = apply_functions(conn)
+        cron_summary = ensure_job_connection(conn)
         ensure_api_password(conn, settings)
+    print(cron_summary, file=sys.stderr)
     print(
         f"migrate: {len(applied)} migration(s) applied, {count} function file(s) applied",
         file=sys.stderr,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -59,11 +60,11 @@ def unavailable() -> Response[bytes]:
     return problem_response(errors.UNAVAILABLE, "the database is unavailable; retry later")
 
 
-def on_domain_error(_: Request, exc: DomainError) -> Response[bytes]:
+def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
     return problem_response(exc.kind, exc.detail, exc.headers)
 
 
-def on_postgres_error(_: Request, exc: asyncpg.PostgresError) -> Response[bytes]:
+def on_postgres_error(_: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[bytes]:
     sqlstate = getattr(exc, "sqlstate", None)
     kind = errors.kind_for_sqlstate(sqlstate)
     if kind is None:
@@ -78,12 +79,12 @@ def on_postgres_error(_: Request, exc: asyncpg.PostgresError) -> Response[bytes]
     return problem_response(kind, getattr(exc, "message", None) or kind.title)
 
 
-def on_connection_error(_: Request, exc: Exception) -> Response[bytes]:
+def on_connection_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.warning("database connection failed: %r", exc)
     return unavailable()
 
 
-def on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]:
+def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     detail = exc.detail or "invalid request"
     extra = exc.extra
     if isinstance(extra, list) and extra:
@@ -98,7 +99,7 @@ def on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]
     return problem_response(errors.INVALID, detail)
 
 
-def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
+def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     if isinstance(exc, NotFoundException) or status == 404:
         return problem_response(errors.NOT_FOUND, "no such resource")
@@ -118,7 +119,7 @@ def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
     return problem_response(errors.INTERNAL, "internal error")
 
 
-def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     if isinstance(exc, CONNECTION_ERRORS):  # those without a handler of their own (see database)
         return on_connection_error(request, exc)
     log.exception("unhandled error", exc_info=exc)

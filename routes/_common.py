@@ -13,11 +13,13 @@ from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem
 
 
 def pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
-    return request.app.state.pool
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
 
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:

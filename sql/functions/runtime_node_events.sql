@@ -97,7 +97,7 @@ BEGIN
                count(*) AS n
           FROM ins GROUP BY ins.session_id
     )
-    SELECT coalesce(sum(n), 0) INTO v_count FROM per_session;
+    SELECT coalesce(sum(n), 0)::integer INTO v_count FROM per_session;
     RETURN v_count;
 END
 $fn$;
@@ -152,7 +152,7 @@ AS $fn$
 DECLARE
     v_purged bigint;
     v_events jsonb;
-    v_count integer;
+    v_count bigint;
     v_last bigint;
 BEGIN
     SELECT r.purged_through INTO v_purged FROM runtime_node_event_retention r;
@@ -327,7 +327,7 @@ BEGIN
     END IF;
     IF v_horizon IS NULL OR v_horizon <= v_from THEN
         UPDATE runtime_node_event_retention SET last_purged_at = p_now, last_deleted = 0;
-        RETURN 0;
+        RETURN 0::bigint;
     END IF;
     DELETE FROM runtime_node_events e WHERE e.id > v_from AND e.id <= v_horizon;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
