@@ -378,7 +378,7 @@ async def main() -> None:
         (after, last),
     ).fetchall():
         expected[session] = set(ids)
-    kinds = dict(db.execute(
+    kinds: dict[str, int] = dict(db.execute(
         "SELECT kind || '/' || actor, count(*) FROM control_plane.runtime_node_events"
         " WHERE id > %s AND id <= %s GROUP BY 1", (after, last),
     ).fetchall())  # fmt: skip

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -203,7 +203,7 @@ class CoalescedReads(Generic[T]):
     the events after its own cursor. The fetch is the caller's (routes/events.py): the data still
     always comes from the table, only the round trips are shared."""
 
-    def __init__(self, fetch: Callable[[str, int], Awaitable[T]]) -> None:
+    def __init__(self, fetch: Callable[[str, int], Coroutine[Any, Any, T]]) -> None:
         self._fetch = fetch
         self._pending: dict[str, _Batch[T]] = {}
         self.calls = 0  # database calls made (bench, metrics)
@@ -226,7 +226,9 @@ class CoalescedReads(Generic[T]):
         if self._pending.get(session) is batch:
             del self._pending[session]
         self.calls += 1
-        task = asyncio.get_running_loop().create_task(self._fetch(session, batch.after))
+        task: asyncio.Task[T] = asyncio.get_running_loop().create_task(
+            self._fetch(session, batch.after)
+        )
         task.add_done_callback(batch.settle)
 
 

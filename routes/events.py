@@ -173,7 +173,8 @@ class _Reader:
 
 
 def _hub(request: Req) -> FeedHub:
-    return request.app.state.feed
+    hub: FeedHub = request.app.state.feed
+    return hub
 
 
 @get(

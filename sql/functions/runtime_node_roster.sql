@@ -14,7 +14,7 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster(p_token_sha256 byte
 AS $fn$
 DECLARE
     v_caller uuid;
-    v_floor text;
+    v_floor client_version;
 BEGIN
     v_caller := caller_participant(p_token_sha256);  -- CP401
     SELECT s.min_client_version INTO v_floor
