@@ -23,6 +23,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, bool | None, set[str]]] = {
     ),
     ("post", "/v1/sessions/{}/runtime-nodes"): ("200", True, {"400", "401", "403", "409"}),
     ("get", "/v1/sessions/{}/runtime-nodes"): ("200", None, {"400", "401", "403"}),
+    ("get", "/v1/sessions/{}/runtime-nodes/events"): (
+        "200",
+        None,
+        {"400", "401", "403", "404", "410", "503"},
+    ),
     ("post", "/v1/runtime-nodes/{}/declaration"): ("200", True, {"400", "401", "403", "409"}),
     ("put", "/v1/runtime-nodes/{}/capabilities"): ("200", True, {"400", "401", "403", "409"}),
     ("post", "/v1/runtime-nodes/{}/heartbeat"): ("204", True, {"400", "401", "403"}),
