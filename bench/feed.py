@@ -5,18 +5,20 @@
 - ROSTER_ROWS lines "<token> <session id>": one member per bench session (100 sessions).
 - BEAT_ROWS lines "<token> <node id>": the sessions' nodes with their owners' tokens.
 
-Subscribers (SUBSCRIBERS, default 1000, half SSE, half long-poll with wait=30) follow the
+Subscribers (SUBSCRIBERS, default 1000, half SSE, half long-poll with wait=60) follow the
 sessions round-robin, over a minimal keep-alive HTTP/1.1 client (httpx would need a core of its
 own here). Phases:
 1. idle: database transactions per second (pg_stat_database xact_commit + xact_rollback) with
    nobody following (baseline: the sweep, pg_cron), then with only the long-poll half parked,
-   then with everyone parked. What the followers cost while idle is the difference.
+   then with everyone parked. What the followers cost while idle is the difference (a
+   long-poll follower re-polls once per `wait` = 60 s, outside the windows; an SSE stream
+   re-checks its caller once per 15 s, one round inside its 16 s window).
 2. active (DURATION s): ~RATE events/s from real operations — capability updates toggling
    nodes' slot state through HTTP, and heartbeats of nodes whose presence is then made stale
    so that the pg_cron sweep demotes them (health_changed by the sweep). Every follower records
    commit-to-client latency (arrival minus the event's `at`, the writing transaction's time on
    the database clock, same machine) and every event id it got; afterwards each follower's ids
-   are compared with the table (missed / duplicated must be 0).
+   are compared with the table after a drain of at most 30 s (missed / duplicated must be 0).
 App RSS (every process of the app) is sampled during the active phase.
 """
 
@@ -43,6 +45,7 @@ DURATION = float(os.environ.get("BENCH_FEED_DURATION", "20"))
 RATE = float(os.environ.get("BENCH_FEED_RATE", "200"))
 IDLE_WINDOW = float(os.environ.get("BENCH_FEED_IDLE_WINDOW", "8"))
 STATS_FLUSH = 11.0
+DRAIN_S = 30.0
 SWEEP_SHARE = 0.2  # of RATE: nodes made stale per second (each also recovers by a heartbeat)
 
 
@@ -128,7 +131,7 @@ async def follow_poll(f: Follower, host: str, port: int, stop: asyncio.Event) ->
         try:
             f.ready = True
             status, body = await conn.request(
-                "GET", f"{f.path}?after={cursor}&wait=30&limit=1000",
+                "GET", f"{f.path}?after={cursor}&wait=60&limit=1000",
                 {"Authorization": f"Bearer {f.token}"},
             )  # fmt: skip
             now = time.time()
@@ -150,7 +153,7 @@ async def follow_poll(f: Follower, host: str, port: int, stop: asyncio.Event) ->
 async def follow_sse(f: Follower, host: str, port: int, stop: asyncio.Event) -> None:
     conn = Conn(host, port)
     await conn.send(
-        "GET", f"{f.path}?after={f.after}",
+        "GET", f"{f.path}?after={f.after}&limit=1000",
         {"Authorization": f"Bearer {f.token}", "Accept": "text/event-stream"},
     )  # fmt: skip
     status, headers = await conn.head()
@@ -285,26 +288,19 @@ def app_rss_mib() -> float | None:
 
 
 async def settle(db: psycopg.Connection, node_ids: list[str]) -> None:
-    """Before measuring, let the sweep demote the whole (silent) bench fleet to degraded, so
-    that its burst of demotions does not land in a measured window: presence is backdated past
-    degraded_after (not offline_after) and the pg_cron sweep does the rest."""
+    """Before measuring, take the (silent) bench fleet's presence offline, as a DBA would: the
+    sweep then has nothing of it left to demote, and no burst of demotions lands in a measured
+    window (a row the sweep demoted to degraded would go offline 30 s later). Only the nodes the
+    producer beats come back (their recovery and later demotion are measured events).
+    Bench setup, not an operation under test: it writes no event."""
     db.execute(
         "UPDATE control_plane.runtime_node_presence"
-        "   SET last_heartbeat_at = least(last_heartbeat_at, now() - interval '40 seconds')"
-        " WHERE node_id = ANY(%s) AND health_state = 'online'",
+        "   SET health_state = 'offline',"
+        "       last_heartbeat_at = least(last_heartbeat_at, now() - interval '5 minutes')"
+        " WHERE node_id = ANY(%s) AND health_state <> 'offline'",
         (node_ids,),
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        row = db.execute(
-            "SELECT count(*) FROM control_plane.runtime_node_presence"
-            " WHERE node_id = ANY(%s) AND health_state = 'online'",
-            (node_ids,),
-        ).fetchone()
-        if row is not None and row[0] == 0:
-            break
-        await asyncio.sleep(0.5)
-    await asyncio.sleep(1)  # the sweep's events are committed and announced
+    await asyncio.sleep(6)  # a sweep that was under way when we wrote has committed
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -344,6 +340,9 @@ async def main() -> None:
     with_polls = await xacts_per_s(db, IDLE_WINDOW)
     sses = [f for f in followers if f.kind == "sse"]
     tasks += [asyncio.create_task(follow_sse(f, host, port, stop)) for f in sses]
+    deadline = time.monotonic() + 60
+    while not all(f.ready for f in sses) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
     await asyncio.sleep(STATS_FLUSH)
     # At least one keep-alive interval: each SSE stream re-checks its caller once per 15 s.
     with_all = await xacts_per_s(db, max(IDLE_WINDOW, 16.0))
@@ -364,13 +363,7 @@ async def main() -> None:
             rss.append(value)
     produce_stop.set()
     result["producer_requests"] = await producer
-    await asyncio.sleep(3)  # the last commits reach everyone
     last = int(db.execute("SELECT max(id) FROM control_plane.runtime_node_events").fetchone()[0])  # type: ignore[index]
-    stop.set()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
     expected: dict[str, set[int]] = {}
     for session, ids in db.execute(
         "SELECT session_id::text, array_agg(id) FROM control_plane.runtime_node_events"
@@ -378,6 +371,18 @@ async def main() -> None:
         (after, last),
     ).fetchall():
         expected[session] = set(ids)
+    # Drain: every follower has everything of its session, or DRAIN_S passed (then it missed).
+    drain_until = time.monotonic() + DRAIN_S
+    while time.monotonic() < drain_until and any(
+        not expected.get(f.session, set()) <= set(f.ids) for f in followers
+    ):
+        await asyncio.sleep(0.5)
+    result["drain_s"] = round(DRAIN_S - max(0.0, drain_until - time.monotonic()), 1)
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
     kinds: dict[str, int] = dict(db.execute(
         "SELECT kind || '/' || actor, count(*) FROM control_plane.runtime_node_events"
         " WHERE id > %s AND id <= %s GROUP BY 1", (after, last),
