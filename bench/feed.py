@@ -255,12 +255,27 @@ def xacts(db: psycopg.Connection) -> int:
     return int(row[0])
 
 
-async def xacts_per_s(db: psycopg.Connection, seconds: float) -> float:
+FEED_FUNCTIONS = ("runtime_node_events_read", "admin_session_events")
+
+
+def feed_calls(db: psycopg.Connection) -> int:
+    """Calls of the feed's SQL functions so far (pg_stat_user_functions; track_functions = pl):
+    exactly the queries followers make, whatever else the database is doing."""
+    row = db.execute(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions"
+        " WHERE schemaname = 'control_plane' AND funcname = ANY(%s)",
+        (list(FEED_FUNCTIONS),),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def xacts_per_s(db: psycopg.Connection, seconds: float) -> tuple[float, float]:
+    """(transactions/s of the whole database, feed function calls/s) over `seconds`."""
     db.execute("SELECT pg_stat_clear_snapshot()")
-    before = xacts(db)
+    before, calls = xacts(db), feed_calls(db)
     await asyncio.sleep(seconds)
     db.execute("SELECT pg_stat_clear_snapshot()")
-    return (xacts(db) - before - 2) / seconds  # minus our own two statements
+    return (xacts(db) - before - 3) / seconds, (feed_calls(db) - calls) / seconds
 
 
 def app_rss_mib() -> float | None:
@@ -319,6 +334,26 @@ async def main() -> None:
     members = [line.split() for line in Path(roster_rows).read_text().splitlines() if line]
     nodes = [tuple(line.split()) for line in Path(beat_rows).read_text().splitlines() if line]
     db = psycopg.connect(database_url, autocommit=True)
+    # Count the feed functions' calls (reloaded into every backend; reset at the end).
+    db.execute("ALTER SYSTEM SET track_functions = 'pl'")
+    db.execute("SELECT pg_reload_conf()")
+    try:
+        await measure(db, host, port, members, nodes, database_url, out)
+    finally:
+        db.execute("ALTER SYSTEM RESET track_functions")
+        db.execute("SELECT pg_reload_conf()")
+        db.close()
+
+
+async def measure(
+    db: psycopg.Connection,
+    host: str,
+    port: int,
+    members: list[list[str]],
+    nodes: list[tuple[str, ...]],
+    database_url: str,
+    out: str,
+) -> None:
     await settle(db, [n for _, n in nodes])
     start_id = db.execute("SELECT coalesce(max(id), 0) FROM control_plane.runtime_node_events")
     after = int(start_id.fetchone()[0])  # type: ignore[index]
@@ -333,11 +368,11 @@ async def main() -> None:
     # Backends report their transaction counts lazily (an idle one up to 10 s later): each
     # window starts STATS_FLUSH seconds after the activity before it.
     await asyncio.sleep(STATS_FLUSH)
-    baseline = await xacts_per_s(db, IDLE_WINDOW)
+    baseline, calls_baseline = await xacts_per_s(db, IDLE_WINDOW)
     polls = [f for f in followers if f.kind == "poll"]
     tasks = [asyncio.create_task(follow_poll(f, host, port, stop)) for f in polls]
     await asyncio.sleep(STATS_FLUSH)  # connected, parked, their first reads counted
-    with_polls = await xacts_per_s(db, IDLE_WINDOW)
+    with_polls, calls_polls = await xacts_per_s(db, IDLE_WINDOW)
     sses = [f for f in followers if f.kind == "sse"]
     tasks += [asyncio.create_task(follow_sse(f, host, port, stop)) for f in sses]
     deadline = time.monotonic() + 60
@@ -345,11 +380,16 @@ async def main() -> None:
         await asyncio.sleep(0.5)
     await asyncio.sleep(STATS_FLUSH)
     # At least one keep-alive interval: each SSE stream re-checks its caller once per 15 s.
-    with_all = await xacts_per_s(db, max(IDLE_WINDOW, 16.0))
+    with_all, calls_all = await xacts_per_s(db, max(IDLE_WINDOW, 16.0))
     result["idle_xacts_per_s"] = {
         "baseline": round(baseline, 1),
         "poll_followers_extra": round(with_polls - baseline, 1),
         "all_followers_extra": round(with_all - baseline, 1),
+    }
+    result["idle_feed_calls_per_s"] = {
+        "none": round(calls_baseline, 1),
+        "poll_followers": round(calls_polls, 1),
+        "all_followers": round(calls_all, 1),
     }
     result["followers_ready"] = sum(f.ready for f in followers)
 
@@ -420,7 +460,6 @@ async def main() -> None:
             },  # fmt: skip
         }
     )
-    db.close()
     Path(out).write_text(json.dumps(result) + "\n")
     print(json.dumps(result, indent=1))
 
