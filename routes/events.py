@@ -261,10 +261,15 @@ async def _stream(
             # authorization check is `keepalive` old (then the re-read is the caller's own).
             now = time.monotonic()
             until = min(next_comment, reader.authorized_at + keepalive)
-            await _woken_with_news(waiter, position, max(0.0, until - now), until)
+            woke = await _woken_with_news(waiter, position, max(0.0, until - now), until)
             if time.monotonic() >= next_comment:
                 yield ServerSentEventMessage(data=None, comment="keep-alive")
                 next_comment = time.monotonic() + keepalive
+            if not woke and time.monotonic() - reader.authorized_at < keepalive:
+                page = Page([], position, False)  # only the comment was due: no read
+                continue
+            # News, or the caller's authorization is `keepalive` old: read (then with the
+            # caller's own credentials, which re-checks them in SQL).
             waiter.take()
             page = await _reread(reader, position)
 
