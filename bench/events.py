@@ -309,6 +309,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "events.json")
     parser.add_argument("--skip-ordering", action="store_true")
     parser.add_argument("--skip-retention", action="store_true")
     args = parser.parse_args()
@@ -334,8 +335,7 @@ def main() -> None:
     finally:
         db.run("DROP SCHEMA IF EXISTS bench_events CASCADE")
     doc["load_1m_end"] = os.getloadavg()[0]
-    out = ROOT / "bench" / "results" / "events.json"
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    args.output.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(doc, indent=2))
 
 

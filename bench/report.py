@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from control_plane.config import load_settings
+
 # From the committed run before the change feed (bench/results/latest.txt, commit b5e280c): the
 # roster's throughput and the heartbeat's CPU per beat (app + PostgreSQL), for the targets.
 BASELINE_ROSTER_RPS = 485.0
@@ -149,6 +151,7 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def build(
     work: Path, variants: list[tuple[str, str]], pg_version: str, rounds_n: int
 ) -> dict[str, Any]:
+    app = load_settings()
     wrk = {n: _json_line(work / f"{n}.out") for n in ("heartbeat_c8", "attach", "roster", "etcd")}
     for n, r in wrk.items():
         r.update(_cpu(work, n, r["rps"]))
@@ -319,12 +322,11 @@ def build(
             "other_cpu_s_during_heartbeat": hb.get("cpu_seconds", {}).get("other"),
         },
         "config": {
-            "asgi_server": os.environ.get("ASGI_SERVER", "uvicorn"),
-            "web_concurrency": int(os.environ.get("WEB_CONCURRENCY", "2")),
-            "heartbeat_max_batch": int(os.environ.get("HEARTBEAT_MAX_BATCH", "512")),
-            "heartbeat_max_in_flight": int(os.environ.get("HEARTBEAT_MAX_IN_FLIGHT", "1")),
-            "heartbeat_linger_ms": float(os.environ.get("HEARTBEAT_LINGER_MS", "1")),
-            "db_pool_size": int(os.environ.get("DB_POOL_SIZE", "8")),
+            # The app's own settings, as it read them (one definition of their defaults).
+            "web_concurrency": app.workers,
+            "heartbeat_max_batch": app.heartbeat_max_batch,
+            "heartbeat_max_in_flight": app.heartbeat_max_in_flight,
+            "db_pool_size": app.pool_size,
             "wrk_threads": int(os.environ.get("BENCH_THREADS", "2")),
             "connections": int(os.environ.get("BENCH_CONNECTIONS", "64")),
             "duration_s": int(os.environ.get("BENCH_DURATION", "10")),

@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # `make bench` → bench/run.sh: the one-command benchmark suite (docs/performance.md).
 #
-# Installs what it needs (wrk, pgbench, etcd from Debian; granian/py-spy into .venv), uses
+# Installs what it needs (wrk, pgbench, etcd from Debian; py-spy into .venv), uses
 # DATABASE_URL or the private run cluster (scripts/env.sh run), migrates, seeds a fleet through
 # the product's SQL functions, starts the app (python -m control_plane.serve) and etcd on
 # loopback, and measures side by side in one run on this machine: pgbench on the heartbeat
 # function, /healthz, heartbeats at 64 and 8 connections, attach, roster, etcd lease keep-alive,
-# the sweep, presence HOT ratio, server/coalescer variants, the bench-only hello-post route (a
+# the sweep, presence HOT ratio, worker/coalescer variants, the bench-only hello-post route (a
 # heartbeat without the database), the roster's server CPU before/after its rewrite
-# (bench/roster_cpu.py), and the change feed with 1,000 followers (bench/feed.py). Prints a table, writes
+# (bench/roster_cpu.py), and the change feed with 1,000 followers (bench/feed.py). Prints a
+# table, writes
 # bench/results/latest.json and appends bench/results/history.jsonl.
 #
 # Knobs (environment): BENCH_DURATION (s per main phase, 10), BENCH_ROUNDS (alternating
 # hello/heartbeat rounds, 3; medians reported), BENCH_COMPARE_DURATION (8),
 # BENCH_CONNECTIONS (64), BENCH_THREADS (wrk threads, 2), BENCH_PORT (18480), BENCH_ETCD_PORT
-# (23790), BENCH_COMPARE (1: also measure server/worker/coalescer variants), BENCH_PROFILE (1:
+# (23790), BENCH_COMPARE (1: also measure worker/coalescer variants), BENCH_PROFILE (1:
 # py-spy profile of a worker under heartbeat load), BENCH_SWEEP_SIZES (10000,100000,1000000),
-# BENCH_NODES (10000 beat nodes) — and the app's own: WEB_CONCURRENCY, ASGI_SERVER,
-# HEARTBEAT_MAX_BATCH, HEARTBEAT_MAX_IN_FLIGHT, HEARTBEAT_LINGER_MS, DB_POOL_SIZE.
+# BENCH_NODES (10000 beat nodes) — and the app's own: WEB_CONCURRENCY, HEARTBEAT_MAX_BATCH,
+# HEARTBEAT_MAX_IN_FLIGHT, DB_POOL_SIZE.
 # Every process it starts is stopped on exit (trap). Loopback only.
 set -euo pipefail
 
@@ -40,7 +41,7 @@ NODES=${BENCH_NODES:-10000}
 NODES_PER_SESSION=100       # the roster benchmark reads a 100-node session
 NODES_PER_PARTICIPANT=5
 ATTACH_NODES=1000
-export WEB_CONCURRENCY=${WEB_CONCURRENCY:-2} ASGI_SERVER=${ASGI_SERVER:-uvicorn}
+export WEB_CONCURRENCY=${WEB_CONCURRENCY:-2}
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 BASE=http://127.0.0.1:$PORT
 
@@ -85,7 +86,6 @@ fi
 [[ -x .venv/bin/python ]] || bash scripts/venv.sh
 PY=${BENCH_PYTHON:-$ROOT/.venv/bin/python}
 pip_need=()
-"$PY" -c 'import granian' 2>/dev/null || pip_need+=(granian)
 [[ $PROFILE == 1 ]] && ! "$PY" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("py_spy") is None)' 2>/dev/null \
   && ! command -v py-spy >/dev/null && pip_need+=(py-spy)
 if (( ${#pip_need[@]} )); then
@@ -175,7 +175,7 @@ uptime >"$WORK/uptime_before"
 
 # --- the main configuration ------------------------------------------------------------------
 
-log "app: ASGI_SERVER=$ASGI_SERVER WEB_CONCURRENCY=$WEB_CONCURRENCY"
+log "app: WEB_CONCURRENCY=$WEB_CONCURRENCY"
 start_app
 warm_up
 psql_su -q -c "SELECT pg_stat_reset_single_table_counters('control_plane.runtime_node_presence'::regclass)" >/dev/null
@@ -264,11 +264,8 @@ if [[ $COMPARE == 1 ]]; then
   # name | environment
   variants=(
     "uncoalesced|HEARTBEAT_MAX_BATCH=1 HEARTBEAT_MAX_IN_FLIGHT=8"
-    "linger_0|HEARTBEAT_LINGER_MS=0"
-    "linger_2|HEARTBEAT_LINGER_MS=2"
     "in_flight_2|HEARTBEAT_MAX_IN_FLIGHT=2"
     "in_flight_4|HEARTBEAT_MAX_IN_FLIGHT=4"
-    "granian|ASGI_SERVER=granian"
     "workers_1|WEB_CONCURRENCY=1"
     "workers_3|WEB_CONCURRENCY=3"
     "baseline|"

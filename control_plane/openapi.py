@@ -1,4 +1,4 @@
-"""Request-body documentation for the OpenAPI document.
+"""The OpenAPI document: request bodies, then the contract details routes declare.
 
 Handlers decode their bodies themselves with strict msgspec decoders (Litestar's `data`
 parameter converts leniently: "5" would become 5). They name their body type in the route's
@@ -6,6 +6,9 @@ parameter converts leniently: "5" would become 5). They name their body type in 
 to the document Litestar builds. Only public API: `Litestar.openapi_schema` is the document the
 schema endpoints serve (built once, then cached), so completing it before the first request
 completes what clients see.
+
+`document_contract` then adds what is derived from each route's declarations (security from its
+`auth` opt, path-parameter formats from their names) and the document's fixed parts.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from typing import Any
 
 import msgspec
 from litestar import HttpMethod, Litestar
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
+    Components,
+    Contact,
+    Example,
+    License,
     OpenAPI,
     OpenAPIFormat,
     OpenAPIMediaType,
@@ -26,8 +35,16 @@ from litestar.openapi.spec import (
     Reference,
     RequestBody,
     Schema,
+    SecurityRequirement,
+    SecurityScheme,
+    Tag,
 )
 from litestar.routes import HTTPRoute
+
+from control_plane import errors
+from control_plane.auth import AUTH_OPT_KEY, Auth
+from control_plane.errors import ErrorKind
+from control_plane.schemas import NODE_ID_PATTERN
 
 _REF = "#/components/schemas/{name}"
 
@@ -128,3 +145,220 @@ def document_request_bodies(app: Litestar) -> Litestar:
         registered.setdefault(name, _schema_object(schema))
     _no_content_has_no_body(openapi)
     return app
+
+
+# --- contract details: document metadata, security, path parameters, problems ----------------
+# Derived from what routes declare (their `auth` opt, their path parameter names) so that a new
+# route gets them by declaring its auth; tests/http/test_openapi.py checks every operation.
+
+ADMIN_SCHEME = "adminToken"
+PARTICIPANT_SCHEME = "participantToken"
+SECURITY_SCHEMES = {
+    ADMIN_SCHEME: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="The operator's admin token (`CONTROL_PLANE_ADMIN_TOKEN`). With none "
+        "configured the admin API answers 403 `auth.forbidden`.",
+    ),
+    PARTICIPANT_SCHEME: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="A participant token issued by `POST /v1/admin/participants/{participant_id}"
+        "/tokens` (shown once). Missing, unknown, expired or revoked: 401 "
+        "`auth.unauthenticated` with `WWW-Authenticate: Bearer`.",
+    ),
+}
+SECURITY: dict[Auth, list[SecurityRequirement]] = {
+    Auth.NONE: [],
+    Auth.ADMIN: [{ADMIN_SCHEME: []}],
+    Auth.PARTICIPANT: [{PARTICIPANT_SCHEME: []}],
+    Auth.ADMIN_OR_PARTICIPANT: [{ADMIN_SCHEME: []}, {PARTICIPANT_SCHEME: []}],
+}
+TAGS = [
+    Tag(
+        name="runtime-nodes",
+        description="What daemons call with their participant token: attach, declare, update "
+        "capabilities, heartbeat, detach; and the session roster for schedulers and UIs.",
+    ),
+    Tag(
+        name="admin",
+        description="Operator API with the admin token: participants, tokens, sessions, "
+        "memberships and the raise-only version floor.",
+    ),
+    Tag(
+        name="operations",
+        description="Unauthenticated probes and metrics for orchestrators and Prometheus.",
+    ),
+]
+DESCRIPTION = (
+    "Coordinates participants' runtime nodes (local daemons) in collaborative sessions: nodes "
+    "attach, declare capabilities, heartbeat every 15 s and detach; a liveness sweep inside "
+    "PostgreSQL demotes silent nodes to degraded, then offline; nodes below a session's version "
+    "floor are admitted read-only.\n\n"
+    "Errors are RFC 9457 problems (`application/problem+json`) with a stable machine `code`. "
+    "A caller who may not see a session or node always gets the same 403 "
+    "`runtimenode.permission_denied`, whatever the cause."
+)
+
+# Path parameters by name; any other `*_id` is a UUID.
+_PATH_PARAMETERS = {
+    "node_id": (
+        Schema(
+            type=OpenAPIType.STRING,
+            min_length=1,
+            max_length=256,
+            pattern=NODE_ID_PATTERN,
+            examples=["build-box-7"],
+        ),
+        "The daemon's node id: 1-256 characters, no control characters.",
+    ),
+}
+_PROBLEM_SCHEMA = "Problem"
+
+
+def openapi_config() -> OpenAPIConfig:
+    """The document's fixed parts; operations add theirs from their handlers (docstrings become
+    descriptions, function names operation ids)."""
+    return OpenAPIConfig(
+        title="Runtime-node control plane",
+        version="1.0.0",
+        description=DESCRIPTION,
+        contact=Contact(name="Runtime-node control plane maintainers"),
+        license=License(name="Proprietary", identifier="LicenseRef-Proprietary"),
+        path="/schema",
+        tags=TAGS,
+        components=Components(security_schemes=dict(SECURITY_SCHEMES)),
+        use_handler_docstrings=True,
+        operation_id_creator=_operation_id,
+    )
+
+
+def _operation_id(handler: HTTPRouteHandler, _method: Any, _path: Any) -> str:
+    """camelCase of the handler's function name: `issue_token` → `issueToken`."""
+    return _camel(handler.handler_name)
+
+
+def document_contract(app: Litestar) -> Litestar:
+    """Completes the app's (cached) OpenAPI document once, before it is first served."""
+    openapi = app.openapi_schema
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        path_item = (openapi.paths or {}).get(route.path_format or "/")
+        if path_item is None:
+            continue
+        for method, (handler, _) in route.route_handler_map.items():
+            operation = getattr(path_item, method.lower(), None)
+            if isinstance(operation, Operation) and handler.include_in_schema:
+                _document_security(operation, handler.opt.get(AUTH_OPT_KEY))
+                _document_path_parameters(operation)
+    _document_problems(openapi)
+    for schema in (openapi.components.schemas or {}).values():
+        _split_nullable_enums(schema)
+    return app
+
+
+def _document_security(operation: Operation, auth: Auth | None) -> None:
+    if auth is None:
+        return  # undeclared: the document test names the route
+    operation.security = SECURITY[Auth(auth)]
+
+
+def _document_path_parameters(operation: Operation) -> None:
+    for parameter in operation.parameters or ():
+        if isinstance(parameter, Reference) or parameter.param_in != "path":
+            continue
+        known = _PATH_PARAMETERS.get(parameter.name)
+        if known is not None:
+            parameter.schema, parameter.description = known
+        elif parameter.name.endswith("_id"):
+            noun = parameter.name.removesuffix("_id").replace("_", " ")
+            parameter.schema = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID)
+            parameter.description = f"The {noun}'s id (a UUID; any other value gets 400)."
+
+
+def _document_problems(openapi: OpenAPI) -> None:
+    """The Problem schema described field by field (the struct only has the types); each
+    operation's problem responses and examples come from its `problems(...)` declaration,
+    keyed here by their code (Litestar numbers them)."""
+    openapi.components.schemas[_PROBLEM_SCHEMA] = _problem_schema()
+    for path_item in (openapi.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(path_item, method, None)
+            for response in (operation.responses or {}).values() if operation else ():
+                media = None if isinstance(response, Reference) else response.content or {}
+                for content in (media or {}).values():
+                    examples = content.examples or {}
+                    by_code: dict[str, Example | Reference] = {
+                        e.summary: e
+                        for e in examples.values()
+                        if isinstance(e, Example) and e.summary
+                    }
+                    if examples and len(by_code) == len(examples):
+                        content.examples = by_code
+
+
+def _split_nullable_enums(schema: Any) -> None:
+    """`Literal[...] | None` is generated as `type: [string, null]` with `null` in the enum;
+    client generators read that as several unrelated types. Make it `oneOf: [enum, null]`."""
+    if not isinstance(schema, Schema):
+        return
+    for child in (schema.properties or {}).values():
+        _split_nullable_enums(child)
+    for child in (*(schema.one_of or ()), *(schema.any_of or ()), *(schema.all_of or ())):
+        _split_nullable_enums(child)
+    if isinstance(schema.items, Schema):
+        _split_nullable_enums(schema.items)
+    types = schema.type if isinstance(schema.type, list) else []
+    if schema.enum and None in schema.enum and OpenAPIType.NULL in types and len(types) == 2:
+        (kind,) = (t for t in types if t is not OpenAPIType.NULL)
+        values = [v for v in schema.enum if v is not None]
+        schema.type, schema.enum = None, None
+        schema.one_of = [Schema(type=kind, enum=values), Schema(type=OpenAPIType.NULL)]
+
+
+def _problem_schema() -> Schema:
+    codes = ", ".join(sorted({kind.code for kind in _error_kinds()}))
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        description="RFC 9457 problem details with a stable machine `code`.",
+        required=["type", "title", "status", "detail", "code"],
+        properties={
+            "type": Schema(
+                type=OpenAPIType.STRING,
+                format=OpenAPIFormat.URI,
+                description="`urn:control-plane:problem:` followed by the code.",
+                examples=["urn:control-plane:problem:runtimenode.permission_denied"],
+            ),
+            "title": Schema(
+                type=OpenAPIType.STRING,
+                description="Short, fixed summary of the code.",
+                examples=["Permission denied"],
+            ),
+            "status": Schema(
+                type=OpenAPIType.INTEGER,
+                minimum=400,
+                maximum=599,
+                description="The HTTP status of the response.",
+                examples=[403],
+            ),
+            "detail": Schema(
+                type=OpenAPIType.STRING,
+                description="Human-readable explanation; never names another session, "
+                "participant or a node's state to a caller who may not see them.",
+                examples=["permission denied"],
+            ),
+            "code": Schema(
+                type=OpenAPIType.STRING,
+                description=f"Stable machine code; clients branch on it. Today: {codes}. "
+                "New codes may be added.",
+                examples=["runtimenode.permission_denied"],
+            ),
+        },
+    )
+
+
+def _error_kinds() -> list[ErrorKind]:
+    kinds = [k for k in vars(errors).values() if isinstance(k, ErrorKind)]
+    kinds.extend(errors.SQLSTATE_ERRORS.values())
+    return list({kind.code: kind for kind in kinds}.values())

@@ -28,13 +28,22 @@ from litestar import Request, Response, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from control_plane import errors
-from control_plane.auth import is_admin, participant_digest
+from control_plane.auth import Auth, auth_opt, is_admin, participant_digest
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.errors import DomainError
 from control_plane.feed import CoalescedReads, FeedHub, Waiter
 from control_plane.http import json_response, path_uuid
 from control_plane.schemas import EventsPage
-from routes._common import pool_of, problems, settings_of
+from routes._common import (
+    INVALID,
+    NOT_FOUND,
+    PERMISSION_DENIED,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    pool_of,
+    problems,
+    settings_of,
+)
 
 Req = Request[Any, Any, Any]
 
@@ -47,6 +56,7 @@ _SECONDS = re.compile(r"(0|[1-9][0-9]?)(\.[0-9]{1,3})?")
 _PARTICIPANT_SQL = "SELECT control_plane.runtime_node_events_read($1, $2, $3, $4)"
 _ADMIN_SQL = "SELECT control_plane.admin_session_events($1, $2, $3)"
 # Refusals that end an SSE stream (the caller lost access, or must re-read the roster).
+CURSOR_EXPIRED = errors.SQLSTATE_ERRORS["CPG10"]
 _STREAM_ENDING_SQLSTATES = frozenset({"CP401", "CP403", "CPN04", "CPG10"})
 
 
@@ -179,11 +189,21 @@ def _hub(request: Req) -> FeedHub:
 
 @get(
     "/sessions/{session_id:str}/runtime-nodes/events",
-    responses=problems(400, 401, 403, 404, 410, 503),
+    summary="Follow a session's change feed (page, long-poll or SSE)",
+    responses=problems(
+        INVALID, UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, CURSOR_EXPIRED, UNAVAILABLE
+    ),
     response_description="{events, next}; or an SSE stream with Accept: text/event-stream",
-    tags=["runtime-nodes"],
+    opt=auth_opt(Auth.ADMIN_OR_PARTICIPANT),
 )
 async def events(request: Req, session_id: str) -> Response[EventsPage]:
+    """The session's events after `after` in id order (`{events, next}`; pass `next` as `after`
+    next time). With `wait` > 0 and nothing newer, held until an event of the session commits or
+    `wait` seconds pass (then an empty page). With `Accept: text/event-stream`, a server-sent
+    event stream resuming after `Last-Event-ID`, with a keep-alive comment and a re-check of the
+    caller's authorization at least every 15 s. Active members of the session, or the admin
+    token (404 for an unknown session); `410 events.cursor_expired` when `after` is older than
+    the retention horizon: re-read the roster and follow from its `revision`."""
     sid = path_uuid(session_id, "sessionId")
     after, limit, wait = _query(request)
     authorization = request.headers.get("authorization")

@@ -16,7 +16,7 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat_batch(
     p_node_ids text[],
     p_health_states text[]
 )
-    RETURNS smallint[]
+    RETURNS text[]
     LANGUAGE plpgsql
     VOLATILE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
@@ -26,7 +26,7 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat_batch(
     SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
-    v_statuses smallint[];
+    v_sqlstates text[];
     v_events runtime_node_event_draft[];
 BEGIN
     IF p_token_sha256s IS NULL OR p_node_ids IS NULL OR p_health_states IS NULL
@@ -65,7 +65,7 @@ BEGIN
               SELECT a.node_id, a.id, a.session_id
                 FROM runtime_node_attachments a
                WHERE a.node_id = item.node
-                 AND a.state IN ('registering', 'online', 'degraded')
+                 AND slot_is_active(a.state)
                  AND a.participant_id = item.participant_id
                  AND EXISTS (SELECT 1 FROM session_memberships m
                               WHERE m.session_id = a.session_id
@@ -102,32 +102,34 @@ BEGIN
             ON w.node_id = beat.node_id
          WHERE beat.health_before_last_beat IS DISTINCT FROM beat.health_state
     )
+    -- One SQLSTATE per item, in order; NULL = accepted (the HTTP tier maps them through the same
+    -- table as every raised SQLSTATE).
     SELECT (SELECT changed.drafts FROM changed), coalesce(array_agg(
                CASE WHEN item.health IS NULL OR item.health NOT IN ('online', 'degraded')
-                        THEN 400
-                    WHEN item.participant_id IS NULL THEN 401
-                    WHEN ok.ord IS NOT NULL THEN 204
-                    ELSE 403
-               END::smallint ORDER BY item.ord), '{}')
+                        THEN 'CP400'
+                    WHEN item.participant_id IS NULL THEN 'CP401'
+                    WHEN ok.ord IS NOT NULL THEN NULL
+                    ELSE 'CP403'
+               END ORDER BY item.ord), '{}')
       FROM item
       LEFT JOIN (SELECT DISTINCT allowed.ord FROM allowed) ok ON ok.ord = item.ord
-    INTO v_events, v_statuses;
+    INTO v_events, v_sqlstates;
     -- Last step, after every row lock: the event lock, held to commit (runtime_node_events_append).
     IF v_events IS NOT NULL THEN
         PERFORM runtime_node_events_append(v_events);
     END IF;
-    RETURN v_statuses;
+    RETURN v_sqlstates;
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[]) IS
     'Heartbeats, set-based (contract §6.4): item i is (token digest i, node id i, health i); the three '
-    'arrays must have equal length (else CP400). Returns one HTTP status per item, in order: 400 '
-    'health not online|degraded; 401 unknown, expired or revoked token; 403 the token''s '
-    'participant does not own the node''s active attachment or is not an active member of its '
-    'session (no presence written); 204 presence upserted with last_heartbeat_at = now() (database '
-    'clock) and the reported health. Each item is authorized with its own token. A node beating '
-    'twice in one batch: the last item wins. Exempt from the version floor. Takes FOR KEY SHARE '
-    'on each attachment (detach/revoke take FOR UPDATE) and writes presence rows in node_id '
+    'arrays must have equal length (else CP400). Returns one SQLSTATE per item, in order: NULL '
+    'accepted, presence upserted with last_heartbeat_at = now() (database clock) and the reported '
+    'health; CP400 health not online|degraded; CP401 unknown, expired or revoked token; CP403 the '
+    'token''s participant does not own the node''s active attachment or is not an active member '
+    'of its session (no presence written). Each item is authorized with its own token. A node '
+    'beating twice in one batch: the last item wins. Exempt from the version floor. Takes FOR KEY '
+    'SHARE on each attachment (detach/revoke take FOR UPDATE) and writes presence rows in node_id '
     'order. A beat that changes the node''s health (first beat, new self-report, recovery from a '
     'sweep demotion) writes one health_changed event under the session of its active attachment '
     '(contract §9; actor daemon); a steady beat writes none. Commits synchronously: an '
@@ -137,6 +139,7 @@ REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
     TO control_plane_api;
 
+-- For DBAs in psql (the HTTP tier always calls the batch): one beat, its item's SQLSTATE raised.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat(
     p_token_sha256 bytea,
     p_node_id text,
@@ -147,32 +150,28 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat(
     VOLATILE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
 AS $fn$
-DECLARE
-    v_status smallint;
 BEGIN
-    -- One rule set: the batch of one. Its verdict becomes this call's SQLSTATE.
-    v_status := (runtime_node_heartbeat_batch(
-                     ARRAY[p_token_sha256], ARRAY[p_node_id], ARRAY[p_health_state]))[1];
-    CASE v_status
-        WHEN 204 THEN
-            RETURN;
-        WHEN 400 THEN
+    -- One rule set: the batch of one.
+    CASE (runtime_node_heartbeat_batch(
+              ARRAY[p_token_sha256], ARRAY[p_node_id], ARRAY[p_health_state]))[1]
+        WHEN 'CP400' THEN
             RAISE EXCEPTION 'healthState must be online or degraded' USING ERRCODE = 'CP400';
-        WHEN 401 THEN
-            PERFORM caller_participant(p_token_sha256);  -- raises CP401 with its own message
-            RAISE EXCEPTION 'bearer token no longer valid' USING ERRCODE = 'CP401';
-        ELSE
+        WHEN 'CP401' THEN
+            RAISE EXCEPTION 'missing, unknown, expired or revoked bearer token'
+                USING ERRCODE = 'CP401';
+        WHEN 'CP403' THEN
             RAISE EXCEPTION 'permission denied' USING ERRCODE = 'CP403';
+        ELSE
+            RETURN;  -- NULL: accepted
     END CASE;
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) IS
-    'Heartbeat of one node (contract §6.4): runtime_node_heartbeat_batch with one item, its verdict '
-    'raised as CP400 (health not online|degraded), CP401 (token) or CP403 ''permission denied'' '
-    '(caller does not own the node''s active attachment or is not an active member of its '
-    'session; no presence row is written). On success presence is upserted with '
+    'Heartbeat of one node, for DBAs in psql (contract §6.4; the HTTP tier calls '
+    'runtime_node_heartbeat_batch and is not granted this one): the batch with one item, its '
+    'SQLSTATE raised — CP400 (health not online|degraded), CP401 (token) or CP403 ''permission '
+    'denied'' (caller does not own the node''s active attachment or is not an active member of '
+    'its session; no presence row is written). On success presence is upserted with '
     'last_heartbeat_at = now() (database clock) and the reported health. Exempt from the version '
     'floor.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text)
-    TO control_plane_api;

@@ -44,7 +44,7 @@ BEGIN
     END IF;
     UPDATE runtime_node_attachments SET state = 'revoked', updated_at = now() WHERE id = v_id;
     -- Presence is the node's, not the slot's: only an active slot owns it.
-    v_active := v_state IN ('registering', 'online', 'degraded');
+    v_active := slot_is_active(v_state);
     IF v_active THEN
         SELECT p.health_state INTO v_health FROM runtime_node_presence p
          WHERE p.node_id = p_node_id FOR UPDATE;

@@ -47,11 +47,10 @@ BEGIN
                   -- active nowhere, so one session's roster never reveals the node's life in
                   -- another session.
                   CROSS JOIN LATERAL (
-                        SELECT a.state IN ('registering', 'online', 'degraded')
+                        SELECT slot_is_active(a.state)
                                OR NOT EXISTS (SELECT 1 FROM runtime_node_attachments o
                                                WHERE o.node_id = a.node_id
-                                                 AND o.state IN ('registering', 'online',
-                                                                 'degraded')) AS visible) v
+                                                 AND slot_is_active(o.state)) AS visible) v
                  WHERE a.session_id = p_session_id) r), '[]'::json));
 END
 $fn$;

@@ -21,7 +21,7 @@ INSERT INTO api_functions VALUES
     ('runtime_node_declare', ARRAY['bytea', 'text', 'jsonb'], 'jsonb'),
     ('runtime_node_update_capabilities', ARRAY['bytea', 'text', 'jsonb', 'text', 'text'], 'jsonb'),
     ('runtime_node_heartbeat', ARRAY['bytea', 'text', 'text'], 'void'),
-    ('runtime_node_heartbeat_batch', ARRAY['bytea[]', 'text[]', 'text[]'], 'smallint[]'),
+    ('runtime_node_heartbeat_batch', ARRAY['bytea[]', 'text[]', 'text[]'], 'text[]'),
     ('runtime_node_detach', ARRAY['bytea', 'text', 'text'], 'void'),
     ('runtime_node_roster', ARRAY['bytea', 'uuid'], 'json'),
     ('runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'boolean', 'text'], 'void'),
@@ -51,8 +51,9 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                    -- A procedure that COMMITs may not carry a SET clause (PostgreSQL forbids
                    -- it): runtime_node_sweep_loop schema-qualifies every name instead.
                    AND p.prokind <> 'p'
-                   -- SQL-standard bodies are bound at CREATE time (the caller's search_path
-                   -- cannot reach them) and stay inlinable without a SET: the version helpers.
+                   -- A SQL-standard body (slot_is_active, the version helpers) is bound at
+                   -- creation: no search_path applies, and a SET clause would stop the planner
+                   -- from inlining it.
                    AND p.prosqlbody IS NULL
                    AND NOT coalesce(p.proconfig @> ARRAY['search_path=control_plane, pg_catalog, pg_temp'], false)
                  ORDER BY 1),
@@ -62,9 +63,10 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'control_plane'::regnamespace AND p.prosqlbody IS NOT NULL
                    AND p.proconfig IS NULL
                  ORDER BY 1),
-          ARRAY['control_plane.version_below_floor(text,text)',
+          ARRAY['control_plane.slot_is_active(text)',
+                'control_plane.version_below_floor(text,text)',
                 'control_plane.version_compare(text,text)'],
-          'only the inlinable version helpers rely on a SQL-standard body instead of a SET');
+          'only the inlinable helpers rely on a SQL-standard body instead of a SET');
 
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'control_plane'::regnamespace
