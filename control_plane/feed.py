@@ -85,7 +85,12 @@ class FeedHub:
     """Per-worker registry of waiters and the LISTEN connection that wakes them."""
 
     def __init__(self, settings: Settings) -> None:
-        self._connect_kwargs = api_connect_kwargs(settings)
+        kwargs = api_connect_kwargs(settings)
+        # The pool's session settings, under this connection's own name in pg_stat_activity.
+        server_settings = dict(kwargs.pop("server_settings", None) or {})
+        server_settings["application_name"] = "control-plane-feed"
+        # Connect timeout: the URL's (connect_timeout), else 5 s, as the pool.
+        self._connect_kwargs = {"timeout": 5, **kwargs, "server_settings": server_settings}
         self._max_waiters = max(1, settings.feed_max_waiters)
         self._by_session: dict[str, set[Waiter]] = {}
         self._count = 0
@@ -142,7 +147,7 @@ class FeedHub:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
         self._wake_all()  # waiting requests re-read once and end at their deadline
@@ -163,12 +168,8 @@ class FeedHub:
         delay = _RECONNECT_MIN_S
         while True:
             try:
-                conn = await asyncpg.connect(
-                    **self._connect_kwargs,
-                    timeout=5,
-                    server_settings={"application_name": "control-plane-feed"},
-                )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                conn = await asyncpg.connect(**self._connect_kwargs)
+            except Exception as exc:  # whatever it is, keep trying: the fan-out must come back
                 log.warning("feed: LISTEN connection failed (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(1.0, 1.5))
                 delay = min(_RECONNECT_MAX_S, delay * 2)
@@ -187,7 +188,7 @@ class FeedHub:
                         async with asyncio.timeout(_LIVENESS_CHECK_S):
                             await self._lost.wait()
                 log.warning("feed: LISTEN connection lost; reconnecting")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:
                 log.warning("feed: LISTEN failed (%r); reconnecting", exc)
             finally:
                 self.listening = False
