@@ -1,4 +1,5 @@
-"""Builds the Litestar application: routes, problem handlers, the API-role pool, OpenAPI."""
+"""Builds the Litestar application: routes, problem handlers, the API- and admin-role pools,
+OpenAPI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from litestar.datastructures import State
 
 from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
-from control_plane.database import create_pool
+from control_plane.database import create_admin_pool, create_pool
 from control_plane.feed import CoalescedReads, FeedHub
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def open_pool(app: Litestar) -> None:
         app.state.pool = await create_pool(settings)
+        app.state.admin_pool = await create_admin_pool(settings)
         app.state.heartbeats = HeartbeatCoalescer(
             app.state.pool,
             max_batch=settings.heartbeat_max_batch,
@@ -40,14 +42,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # One LISTEN connection per worker wakes the change feed's waiting requests.
         app.state.feed = FeedHub(settings)
         app.state.feed.start()
-        pool = app.state.pool
+        # Shared reads are admin_session_events, the admin role's function (its own pool); only
+        # followers whose own authorization is fresh are handed their results (routes/events.py).
+        pool = app.state.admin_pool
         app.state.feed_reads = CoalescedReads(
             lambda session, after: shared_fetch(pool, session, after)
         )
 
     async def close_pool(app: Litestar) -> None:
         await app.state.feed.close()
-        await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
+        # Each waits for its in-flight calls: a drained shutdown.
+        await app.state.pool.close()
+        await app.state.admin_pool.close()
 
     app = ControlPlaneApp(
         route_handlers=[

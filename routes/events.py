@@ -40,6 +40,7 @@ from routes._common import (
     PERMISSION_DENIED,
     UNAUTHENTICATED,
     UNAVAILABLE,
+    admin_pool_of,
     pool_of,
     problems,
     settings_of,
@@ -210,7 +211,7 @@ async def events(request: Req, session_id: str) -> Response[EventsPage]:
     as_admin = is_admin(authorization, settings_of(request).admin_token)
     keepalive = settings_of(request).feed_keepalive_seconds
     reader = _Reader(
-        pool_of(request),
+        admin_pool_of(request) if as_admin else pool_of(request),
         sid,
         None if as_admin else participant_digest(authorization),
         limit,
