@@ -140,10 +140,16 @@ def decode_page(text: str, limit: int) -> Page:
     return Page(events, raw.next, len(events) >= limit)
 
 
-async def shared_fetch(pool: asyncpg.Pool, session: str, after: int) -> Page:
+async def shared_fetch(
+    api_pool: asyncpg.Pool, admin_pool: asyncpg.Pool, session: str, after: int, digest: bytes | None
+) -> Page:
     """The fetch behind CoalescedReads: one page for every follower of `session` in this worker
-    whose authorization is fresh (the callers were authorized by their own reads)."""
-    text = await pool.fetchval(_ADMIN_SQL, UUID(session), after, MAX_LIMIT)
+    whose authorization is fresh, read with the first follower's own credential — the API role
+    and a member's token for participants, the admin role only for admin-token followers."""
+    if digest is None:
+        text = await admin_pool.fetchval(_ADMIN_SQL, UUID(session), after, MAX_LIMIT)
+    else:
+        text = await api_pool.fetchval(_PARTICIPANT_SQL, digest, UUID(session), after, MAX_LIMIT)
     return decode_page(str(text), MAX_LIMIT)
 
 
@@ -176,7 +182,12 @@ class _Reader:
         re-checks it; contract §9: at least every 15 s)."""
         if time.monotonic() - self.authorized_at >= self.fresh_for:
             return decode_page(await self.read(after), self.limit)
-        page = await self.shared.read(str(self.session), after)
+        try:
+            page = await self.shared.read(str(self.session), after, self.digest)
+        except asyncpg.PostgresError:
+            # The credential the shared read went out with was refused (that follower lost
+            # access) or its cursor expired: this caller's own read decides for this caller.
+            return decode_page(await self.read(after), self.limit)
         mine = [e for e in page.events if e[0] > after]
         if len(mine) > self.limit:
             return Page(mine[: self.limit], mine[self.limit - 1][0], True)
