@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from runtime_node_client import ControlPlaneClient, RetryPolicy, RuntimeNode, models
+from runtime_node_client import ControlPlaneClient, Resync, RetryPolicy, RuntimeNode, models
 from runtime_node_client import errors as sdk_errors
 
 from control_plane import errors as server_errors
@@ -295,3 +295,74 @@ def test_sdk_structs_match_the_openapi_document(client: httpx.Client) -> None:
         required = set(components[name].get("required", []))
         sdk_required = {f.encode_name for f in msgspec.structs.fields(struct) if f.required}
         assert sdk_required <= required, f"{struct.__name__}: {sorted(sdk_required - required)}"
+
+
+def test_watch_lists_then_follows_and_resumes_across_a_server_restart(
+    database_url: str, admin_token: str, tmp_path: Path
+) -> None:
+    """`watch()` yields the roster first, then every event exactly once, in order, across a
+    restart of the server it streams from (it reconnects with Last-Event-ID); events written
+    through another app instance while it is down are not lost."""
+    server = start_server(database_url, admin_token, tmp_path, "watch-1")
+    other = start_server(database_url, admin_token, tmp_path, "watch-other")
+    port = server.port
+    nodes = [node_id() for _ in range(3)]
+
+    async def scenario() -> list[int]:
+        nonlocal server
+        world = await make_world(server.base_url, admin_token)
+        seen: list[models.Event] = []
+        retry = RetryPolicy(attempts=40, base=0.2, cap=1.0, deadline=60)
+        async with (
+            ControlPlaneClient(world.base_url, world.token, retry=retry) as watcher,
+            ControlPlaneClient(other.base_url, world.token) as daemon,
+        ):
+
+            async def follow() -> None:
+                first = True
+                async for item in watcher.watch(world.session_id):
+                    if first:  # list, then follow
+                        assert isinstance(item, Resync) and item.roster.nodes == []
+                        first = False
+                        continue
+                    assert isinstance(item, models.Event)
+                    seen.append(item)
+
+            async def attach(nid: str) -> None:
+                await daemon.attach(
+                    world.session_id,
+                    participant_id=world.participant_id,
+                    node_id=nid,
+                    client_version="1.4",
+                    capabilities={"n": nid},
+                )
+                await daemon.declare(nid, {"n": nid, "ready": True})
+
+            task = asyncio.create_task(follow())
+            await asyncio.sleep(0.5)
+            await attach(nodes[0])
+            await eventually(lambda: _count_at_least(seen, 2), 10, "events before the restart")
+            await asyncio.to_thread(server.stop)
+            await attach(nodes[1])  # through the other instance while this one is down
+            server = await asyncio.to_thread(
+                start_server, database_url, admin_token, tmp_path, "watch-2", None, port
+            )
+            await attach(nodes[2])
+            await eventually(lambda: _count_at_least(seen, 6), 30, "every event after it")
+            await asyncio.sleep(0.5)  # nothing more (no duplicate) arrives
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        kinds = [(e.node_id, e.kind) for e in seen]
+        assert kinds == [(n, k) for n in nodes for k in ("attached", "declared")], kinds
+        return [e.id for e in seen]
+
+    try:
+        ids = asyncio.run(scenario())
+    finally:
+        server.stop()
+        other.stop()
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def _count_at_least(items: list[models.Event], n: int) -> bool:
+    return len(items) >= n
