@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ _PROMQL_WORDS = {
     "bool", "offset",
 }  # fmt: skip
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+SWEEP_WAIT_SECONDS = 90  # pg_cron 1.4 runs its first sweep loop at the next full minute
 
 
 def _promtool() -> str:
@@ -124,13 +126,20 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("source", ["alerts", "dashboard"])
 def test_every_referenced_metric_is_exported(client: httpx.Client, source: str) -> None:
-    # A heartbeat (refused, 401) makes the per-route request series appear.
+    # A heartbeat (refused, 401) makes the per-route request series appear; the last-sweep
+    # gauges appear once pg_cron has swept (up to a minute after a new cluster starts, and this
+    # test may run first in a random order).
     assert client.post("/v1/runtime-nodes/monitoring-probe/heartbeat", json={}).status_code == 401
-    exported = {
-        _family(line.split("{")[0].split(" ")[0])
-        for line in client.get("/metrics").text.splitlines()
-        if line and not line.startswith("#")
-    }
+    deadline = time.monotonic() + SWEEP_WAIT_SECONDS
+    while True:
+        exported = {
+            _family(line.split("{")[0].split(" ")[0])
+            for line in client.get("/metrics").text.splitlines()
+            if line and not line.startswith("#")
+        }
+        if "control_plane_sweep_age_seconds" in exported or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     exprs = _alert_exprs() if source == "alerts" else _dashboard_exprs()
     assert exprs
     referenced = {_family(name) for expr in exprs for name in _metric_names(expr)}

@@ -73,6 +73,7 @@ def test_cli_drives_every_admin_operation(server: str, admin_token: str) -> None
     # a daemon of that participant attaches; the operator sees it and revokes it
     token = issued["token"]
     node = f"cli-node-{secrets.token_hex(4)}"
+    revision = ok_json(run("roster", sid, "--json"))["revision"]  # follow from here
     attach = httpx.post(
         f"{server}/v1/sessions/{sid}/runtime-nodes",
         headers={"Authorization": f"Bearer {token}"},
@@ -91,7 +92,16 @@ def test_cli_drives_every_admin_operation(server: str, admin_token: str) -> None
     assert table.returncode == 0 and node in table.stdout and "registering" in table.stdout
 
     watched = cpctl(
-        server, admin_token, "watch", sid, "--after", "0", "--count", "1", "--json", timeout=20
+        server,
+        admin_token,
+        "watch",
+        sid,
+        "--after",
+        str(revision),
+        "--count",
+        "1",
+        "--json",
+        timeout=20,
     )
     lines = [json.loads(line) for line in watched.stdout.splitlines()]
     assert watched.returncode == 0, watched.stderr
