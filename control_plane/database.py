@@ -8,7 +8,6 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import asyncpg
-from psycopg.conninfo import conninfo_to_dict
 
 from control_plane.config import Settings
 
@@ -36,24 +35,17 @@ def api_connect_kwargs(settings: Settings) -> dict[str, Any]:
 
     `CONTROL_PLANE_API_DATABASE_URL` wins when set. Otherwise the superuser URL is reused with the
     user swapped for `control_plane_api` and the password the migrate step generated (ignored by
-    the embedded cluster's local trust).
+    the embedded cluster's local trust). The URL itself goes to asyncpg as the DSN, so every
+    parameter it understands (several hosts, `target_session_attrs`, TLS) is honoured; `user`
+    and `password` given here override the URL's.
     """
     url = settings.api_database_url or settings.database_url
-    params = conninfo_to_dict(url)
-    kwargs: dict[str, Any] = {
-        "host": params.get("host"),
-        "port": int(params["port"]) if params.get("port") else None,
-        "database": params.get("dbname"),
-        "user": params.get("user"),
-        "password": params.get("password"),
-    }
+    kwargs: dict[str, Any] = {"dsn": url}
     if not settings.api_database_url:
         kwargs["user"] = API_ROLE
         kwargs["password"] = None
         if settings.api_password_file.exists():
             kwargs["password"] = settings.api_password_file.read_text().strip()
-    if params.get("sslmode"):
-        kwargs["ssl"] = params["sslmode"]
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
