@@ -8,13 +8,15 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 
-.PHONY: help venv run test _test migrate db-stop db-psql db-status lint bench drills clean
+.PHONY: help venv run test _test migrate db-stop db-psql db-status lint bench drills clean \
+	ha-up ha-down ha-drill
 
 help:
 	@echo "make run     - install what is missing, migrate, serve the API (HOST/PORT/DATABASE_URL)"
 	echo "make test    - install what is missing, fresh test cluster, pg_prove tests/sql, pytest"
 	echo "make migrate - migrate the run database (or DATABASE_URL)"
 	echo "make lint | db-psql | db-status | db-stop | bench | drills | clean"
+	echo "make ha-up | ha-down | ha-drill - Patroni/etcd/HAProxy topology on loopback (docs/deploy.md)"
 
 venv:
 	@bash scripts/venv.sh
@@ -90,6 +92,17 @@ drills: venv
 	if [[ -f drills/run.sh ]]; then exec bash drills/run.sh
 	elif [[ -f drills/__main__.py ]]; then exec $(PY) -m drills
 	else echo "no reliability drills yet (drills/run.sh)" >&2; exit 1; fi
+
+# High availability on one machine (docs/deploy.md); as root. ha-down keeps the data
+# (`bash scripts/ha/ha.sh delete` removes it).
+ha-up: venv
+	@bash scripts/ha/ha.sh up
+
+ha-down:
+	@bash scripts/ha/ha.sh down
+
+ha-drill: venv
+	@bash scripts/ha/drill.sh
 
 # Keeps the run cluster's data and the admin token; deletes the throw-away test cluster.
 clean:
