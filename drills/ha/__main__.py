@@ -18,7 +18,13 @@ from drills.ha.topology import Topology
 from drills.harness import FAST_TIMINGS, Verdict, log, timings
 from drills.seed import run_id
 
-NAMES = ("rolling-app-restart", "switchover", "primary-crash", "sync-standby-lost")
+NAMES = (
+    "rolling-app-restart",
+    "switchover",
+    "primary-crash",
+    "sync-standby-lost",
+    "sync-standby-lost-nonstrict",
+)
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -43,6 +49,8 @@ async def _run(names: list[str]) -> list[Verdict]:
                 verdicts.extend(await drills.primary_crash(topo, rid))
             elif name == "sync-standby-lost":
                 verdicts.append(await drills.sync_standby_lost(topo, rid))
+            elif name == "sync-standby-lost-nonstrict":
+                verdicts.append(await drills.sync_standby_lost(topo, rid, strict=False))
         except Exception as exc:  # noqa: BLE001 - a crashed drill is a failed drill
             traceback.print_exc(file=sys.stderr)
             verdicts.append(Verdict(name, failures=[f"drill crashed: {exc!r}"]))

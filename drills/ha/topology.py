@@ -184,6 +184,17 @@ class Topology:
             timeout=60.0,
         )
 
+    def set_strict(self, strict: bool) -> None:
+        """synchronous_mode_strict in the DCS (Patroni applies it within one loop_wait)."""
+        for m in MEMBERS:
+            status, _ = _http(
+                rest_url(m, "config"), "PATCH", {"synchronous_mode_strict": strict}, timeout=5.0
+            )
+            if status == 200:
+                time.sleep(3.0)  # > loop_wait: every member has read it
+                return
+        raise RuntimeError("could not change synchronous_mode_strict through any member")
+
     def stop_app(self, app: str) -> None:
         self._ha("stop-app", app)
 
