@@ -8,21 +8,24 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 
-.PHONY: help venv run test _test migrate db-stop db-psql db-status lint bench drills clean \
+.PHONY: help venv run test _test migrate db-prove _db-prove db-stop db-psql db-status lint bench drills clean \
 	ha-up ha-down ha-drill
 
 help:
 	@echo "make run     - install what is missing, migrate, serve the API (HOST/PORT/DATABASE_URL)"
 	echo "make test    - install what is missing, fresh test cluster, pg_prove tests/sql, pytest"
 	echo "make migrate - migrate the run database (or DATABASE_URL)"
+	echo "make db-prove [FILE=tests/sql/20-attach.sql] - pg_prove on the test cluster (or DATABASE_URL)"
 	echo "make lint | db-psql | db-status | db-stop | bench | drills | clean"
 	echo "make ha-up | ha-down | ha-drill - Patroni/etcd/HAProxy topology on loopback (docs/deploy.md)"
 
 venv:
 	@bash scripts/venv.sh
 
+# The port is checked first: a busy one says how to pick another before any database work.
 run: venv
-	@out="$$(bash scripts/env.sh run)"
+	@$(PY) -m control_plane.preflight
+	out="$$(bash scripts/env.sh run)"
 	eval "$$out"
 	$(PY) -m control_plane.migrate
 	exec $(PY) -m control_plane.serve
@@ -51,19 +54,29 @@ _test:
 	sql_tests=(tests/sql/*.sql)
 	if (( $${#sql_tests[@]} )); then
 	  echo "== pgTAP: $${#sql_tests[@]} file(s)" >&2
-	  # pg_prove cannot take a URL with query parameters: hand it libpq's PG* variables
-	  pgenv="$$($(PY) scripts/libpq_env.py "$$DATABASE_URL")"
-	  (
-	    eval "$$pgenv"
-	    export PGOPTIONS="$${PGOPTIONS:-} -c client_min_messages=warning"
-	    "$$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS pgtap'
-	    pg_prove --psql-bin "$$PG_BINDIR/psql" "$${sql_tests[@]}"
-	  )
+	  bash scripts/pg-prove.sh "$${sql_tests[@]}"
 	else
 	  echo "== pgTAP: no tests/sql/*.sql files, skipping pg_prove" >&2
 	fi
 	echo "== pytest" >&2
 	$(PY) -m pytest -q tests
+
+# pgTAP files one by one while developing: the test cluster is started (not reset) and migrated,
+# or DATABASE_URL is used. Waits for a running `make test` (it recreates the test cluster).
+FILE ?= tests/sql/*.sql
+db-prove: venv
+	@mkdir -p .local
+	exec flock -o -w 7200 .local/make-test.lock $(MAKE) --no-print-directory _db-prove
+
+_db-prove:
+	@export PG_BINDIR="$${PG_BINDIR:-$$(bash scripts/ensure-packages.sh)}"
+	if [[ -z "$${DATABASE_URL:-}" ]]; then
+	  DATABASE_URL="$$(bash scripts/local-db.sh up test)"
+	  export DATABASE_URL
+	  echo "db-prove: test cluster (make db-stop stops it)" >&2
+	fi
+	$(PY) -m control_plane.migrate
+	bash scripts/pg-prove.sh $(FILE)
 
 db-stop:
 	@bash scripts/local-db.sh down run

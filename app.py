@@ -26,7 +26,9 @@ from routes.runtime_nodes import runtime_node_router
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
     async def open_pool(app: Litestar) -> None:
         app.state.pool = await create_pool(settings)

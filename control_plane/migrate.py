@@ -5,7 +5,8 @@
 3. re-applies every `sql/functions/*.sql` file (CREATE OR REPLACE) as `control_plane_owner`, in one
    transaction, after revoking every function grant, so each file's own GRANTs are the whole
    truth about what the API role may call;
-4. gives the API login role a generated password kept in the state dir (ignored by the embedded
+4. registers where pg_cron's jobs connect and checks they can (control_plane/cron_jobs.py);
+5. gives the API login role a generated password kept in the state dir (ignored by the embedded
    cluster's local trust), unless CONTROL_PLANE_API_DATABASE_URL says how to log in.
 
 Runs as the DATABASE_URL login, which must be a superuser (it creates roles and pg_cron jobs).
@@ -24,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
 from control_plane.config import SQL_DIR, Settings, load_settings
+from control_plane.cron_jobs import ensure_job_connection
 from control_plane.database import API_ROLE
 
 
@@ -134,7 +136,9 @@ def main() -> None:
     applied = apply_migrations(settings.database_url)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         count = apply_functions(conn)
+        cron_summary = ensure_job_connection(conn)
         ensure_api_password(conn, settings)
+    print(cron_summary, file=sys.stderr)
     print(
         f"migrate: {len(applied)} migration(s) applied, {count} function file(s) applied",
         file=sys.stderr,

@@ -7,8 +7,11 @@ docs/performance.md for the numbers behind the default.
 
 from __future__ import annotations
 
+import sys
+
 from control_plane.config import Settings, load_settings
 from control_plane.metrics import prepare_multiprocess
+from control_plane.preflight import require_free_port, service_url
 
 SERVERS = ("uvicorn", "granian")
 
@@ -24,8 +27,8 @@ def serve_uvicorn(settings: Settings) -> None:
         workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        access_log=False,
-        log_level="warning",
+        access_log=settings.access_log,
+        log_level=settings.log_level,
         backlog=4096,
         timeout_graceful_shutdown=10,  # drain in-flight requests on SIGTERM
     )
@@ -51,8 +54,8 @@ def serve_granian(settings: Settings) -> None:
         http=HTTPModes.http1,
         websockets=False,
         backlog=4096,
-        log_level=LogLevels.warning,
-        log_access=False,
+        log_level=LogLevels(settings.log_level),
+        log_access=settings.access_log,
         workers_kill_timeout=10,  # drain in-flight requests on SIGTERM
     ).serve()
 
@@ -64,6 +67,14 @@ def main() -> None:
         raise SystemExit(
             f"ASGI_SERVER must be one of {', '.join(SERVERS)}, not {settings.asgi_server!r}"
         )
+    require_free_port(settings.host, settings.port)
+    print(
+        f"control-plane: serving {service_url(settings.host, settings.port)} "
+        f"({settings.workers} worker(s), {settings.asgi_server}, LOG_LEVEL={settings.log_level}, "
+        f"ACCESS_LOG={'on' if settings.access_log else 'off'}); Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
     if settings.asgi_server == "granian":
         serve_granian(settings)
     else:

@@ -151,7 +151,8 @@ max_connections = 200
 shared_buffers = 256MB
 shared_preload_libraries = 'pg_cron'
 cron.database_name = '$DB'
-cron.host = '$SOCK'
+# No cron.host (default localhost, unreachable here): migrate registers the jobs at the socket
+# directory it connected to, exactly as it must for a socket-only DATABASE_URL server.
 log_min_messages = warning
 ${extra}
 EOF

@@ -1,4 +1,4 @@
-"""Admin API over real HTTP (contract §6.8): bodies, ids, tokens, sessions, memberships, the floor."""
+"""Admin API over real HTTP (contract §6.8): bodies, ids, tokens, sessions, memberships, floor."""
 
 from __future__ import annotations
 

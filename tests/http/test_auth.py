@@ -1,4 +1,4 @@
-"""Authentication over real HTTP (contract §5, §6.8): participant bearer tokens and the admin token."""
+"""Authentication over real HTTP (contract §5, §6.8): participant bearer tokens, the admin token."""
 
 from __future__ import annotations
 
