@@ -17,6 +17,7 @@ main() {
   for a in a1 a2; do bash scripts/ha/ha.sh stop-app "$a"; bash scripts/ha/ha.sh start-app "$a"; done
   local start=$SECONDS rc=0
   .venv/bin/python -m drills.ha "$@" || rc=$?
+  [[ $# -gt 0 ]] || .venv/bin/python -m drills.ha.walbeat || rc=$?
   printf 'ha-drill: %s in %d s\n' "$([[ $rc -eq 0 ]] && echo pass || echo FAIL)" \
     $((SECONDS - start)) >&2
   return "$rc"
