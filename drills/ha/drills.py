@@ -14,12 +14,15 @@ Bounds, and why:
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
 from drills.ha.load import Load, now
 from drills.ha.topology import MEMBERS, Topology
-from drills.harness import Verdict, connect, log
+from drills.harness import REPO_ROOT, Verdict, connect, log
 from drills.restart import _offline, _show
 
 FAILOVER_BOUND_S = 30.0
@@ -218,6 +221,12 @@ async def primary_crash(topo: Topology, rid: str) -> tuple[Verdict, Verdict]:
         offline = await watch_offline(url, load, WATCH_AFTER_SWEEP_S)
         await load.stop()
         _common_checks(v, load, url)
+        no_primary = [
+            sum("no primary reachable" in r for r in load.readyz_reasons(i, t_kill, t_primary))
+            for i in range(len(load.targets))
+        ]
+        v.figures["readyz_no_primary"] = "/".join(map(str, no_primary))
+        v.check(all(no_primary), f"/readyz did not report 'no primary reachable': {no_primary}")
         resumed = state.get("resumed_at")
         guarded = resumed is not None and resumed.timestamp() >= wall_kill
         v.figures.update(
@@ -246,6 +255,24 @@ async def primary_crash(topo: Topology, rid: str) -> tuple[Verdict, Verdict]:
     if old is not None:
         back_v = await old_primary_returns(topo, rid, old)
     return v, back_v
+
+
+def _migrate_refuses(topo: Topology, member: str) -> bool:
+    """`python -m control_plane.migrate` pointed at a standby stops before any write."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": topo.member_url(member),
+        "CONTROL_PLANE_STATE_DIR": str(topo.dir / "app"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "control_plane.migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.returncode != 0 and "is a standby" in proc.stderr
 
 
 def _member_facts(topo: Topology, member: str) -> dict[str, Any]:
@@ -289,6 +316,9 @@ async def old_primary_returns(topo: Topology, rid: str, old: str) -> Verdict:
             pg_rewind="yes" if rewound else "not needed",
             app_connections_on_it=max((s.get("app_conns", 0) for s in samples), default=0),
         )
+        refused = await asyncio.to_thread(_migrate_refuses, topo, old)
+        v.figures["migrate_on_it"] = "refused" if refused else "NOT refused"
+        v.check(refused, f"migrate against the standby {old} was not refused")
         v.check(healthy, f"{old} did not rejoin as a streaming replica")
         v.check(all(s.get("standby") for s in samples), f"{old} is not in recovery")
         v.check(

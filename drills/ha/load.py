@@ -32,6 +32,7 @@ class Load:
     stats: fleet.BeatStats = field(default_factory=fleet.BeatStats)
     beaters: list[seed.Node] = field(default_factory=list)
     churners: list[seed.Node] = field(default_factory=list)
+    probes: list[fleet.Recorder] = field(default_factory=list)  # /readyz, per target
     _done: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _clients: list[fleet.Client] = field(default_factory=list)
@@ -65,6 +66,9 @@ class Load:
                     )
                 )
             )
+        self.probes = [fleet.Recorder() for _ in self.targets]
+        for i in range(n):
+            self._tasks.append(asyncio.create_task(self._probe(self._clients[i], self.probes[i])))
         for w in range(CHURN_WORKERS):
             mine = self.churners[w * NODES_PER_WORKER : (w + 1) * NODES_PER_WORKER]
             self._tasks.append(
@@ -78,6 +82,20 @@ class Load:
                     )
                 )
             )
+
+    async def _probe(self, http: fleet.Client, rec: fleet.Recorder) -> None:
+        """What a load balancer or an operator sees on /readyz, once a second."""
+        while not self._done:
+            await fleet.call(http, rec, "readyz", "GET", "/readyz")
+            await asyncio.sleep(1.0)
+
+    def readyz_reasons(self, target: int, start: float, end: float) -> list[str]:
+        """Every /readyz reason target `target` gave for probes sent in [start, end)."""
+        out: list[str] = []
+        for o in self.probes[target].between(start, end):
+            if isinstance(o.body, dict):
+                out.extend(str(r) for r in o.body.get("reasons") or [])
+        return out
 
     def _until(self) -> bool:
         return self._done
