@@ -1,7 +1,8 @@
 """`python -m drills.ha [name ...]`: the HA drills against a running `scripts/ha/ha.sh up`.
 
 Prints one `drill <name>: pass|fail <figures>` line per drill on stdout; exits non-zero if any
-failed. Drill timings (offline_after 12 s, sweep every 1 s) are set for the run and restored.
+failed. Drill timings (drills.HA_TIMINGS: offline_after 20 s, sweep every 1 s) are set for
+the run and restored.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import traceback
 
 from drills.ha import drills
 from drills.ha.topology import Topology
-from drills.harness import FAST_TIMINGS, Verdict, log, timings
+from drills.harness import Verdict, log, timings
 from drills.seed import run_id
 
 NAMES = (
@@ -76,7 +77,7 @@ def main() -> int:
         parser.error(f"unknown drill(s) {unknown}; choose from {list(NAMES)}")
     topo = Topology.load()
     started = time.monotonic()
-    with timings(topo.database_url, FAST_TIMINGS):
+    with timings(topo.database_url, drills.HA_TIMINGS):
         verdicts = asyncio.run(_run(names))
     for v in verdicts:
         print(v.line(), flush=True)
