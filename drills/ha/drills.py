@@ -416,7 +416,13 @@ async def sync_standby_lost(topo: Topology, rid: str, strict: bool = True) -> Ve
         v.check(t_resync is not None, f"{other} did not become the synchronous standby")
         v.check(bool(alone), "no request was sent while the survivor was alone")
         if strict:
-            v.check(not acked_alone, f"{len(acked_alone)} write(s) acknowledged with no standby")
+            v.check(
+                not acked_alone,
+                f"{len(acked_alone)} write(s) acknowledged with no standby: "
+                + ", ".join(
+                    f"{o.op} {o.status} sent {o.sent - t_primary:+.2f}s" for o in acked_alone[:5]
+                ),
+            )
         else:  # what non-strict trades: writes go on, acknowledged on one copy only
             v.check(bool(acked_alone), "non-strict: no write acknowledged by the lone primary")
         v.check(not lost_writes, f"acknowledged slot writes missing: {lost_writes[:3]}")

@@ -41,17 +41,18 @@ resolve_dir() {
   if [[ -L $LINK || -d $LINK ]]; then
     DIR=$(readlink -m -- "$LINK")
   else
-    mkdir -p -m 755 "$ROOT/.local"
+    mkdir -p "$ROOT/.local"
     if [[ $EUID -eq 0 ]] && ! (cd / && runuser -u postgres -- test -x "$ROOT/.local"); then
       DIR=/var/tmp/control-plane-ha-$(printf '%s' "$ROOT" | sha256sum | cut -c1-10)
       log "the postgres user cannot enter $ROOT: using $DIR (linked from .local/ha)"
-      mkdir -p -m 755 "$DIR"
+      mkdir -p "$DIR"
       ln -sfn "$DIR" "$LINK"
     else
       DIR=$LINK
     fi
   fi
-  mkdir -p -m 755 "$DIR" "$DIR/run" "$DIR/log" "$DIR/etcd" "$DIR/pg" "$DIR/app"
+  mkdir -p "$DIR/run" "$DIR/log" "$DIR/etcd" "$DIR/pg" "$DIR/app"
+  chmod 755 "$DIR" "$DIR/run" "$DIR/log" "$DIR/etcd" "$DIR/pg" "$DIR/app"
   VENV=$DIR/patroni-venv
 }
 
@@ -125,7 +126,8 @@ start_etcd() {
   for x in "${MEMBERS[@]}"; do cluster+=("e${x#m}=http://$(addr "$x"):$ETCD_PEER_PORT"); done
   local state=new
   [[ -d $DIR/etcd/$m/member ]] && state=existing
-  mkdir -p -m 700 "$DIR/etcd/$m"
+  mkdir -p "$DIR/etcd/$m"
+  chmod 700 "$DIR/etcd/$m"
   setsid etcd --name "e${m#m}" --data-dir "$DIR/etcd/$m" \
     --listen-client-urls "http://$a:$ETCD_PORT" --advertise-client-urls "http://$a:$ETCD_PORT" \
     --listen-peer-urls "http://$a:$ETCD_PEER_PORT" \
@@ -243,6 +245,7 @@ start_member() {
   touch "$pf" "$DIR/log/patroni-$m.log"
   chown postgres:postgres "$pf" "$DIR/log/patroni-$m.log"
   # cd /: postgres may not enter the caller's cwd. exec: the pidfile names Patroni itself.
+  # shellcheck disable=SC2016  # expanded by the inner bash, on purpose
   (cd / && exec setsid runuser -u postgres -- /bin/bash -c \
       'echo $$ >"$1"; exec "$2/bin/patroni" "$3"' _ "$pf" "$VENV" "$DIR/pg/$m/patroni.yml") \
       >>"$DIR/log/patroni-$m.log" 2>&1 </dev/null &
@@ -469,7 +472,7 @@ stop_pidfile() {
   pid=$(alive_pid "$name") || { rm -f "$(pidfile "$name")"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$(pidfile "$name")"
 }
 

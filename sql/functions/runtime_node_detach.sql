@@ -18,7 +18,12 @@ BEGIN
           FROM runtime_node_attachments a
          WHERE a.node_id = p_node_id AND a.state IN ('registering', 'online', 'degraded');
         IF NOT FOUND THEN
-            RETURN;  -- nothing active: a no-op
+            -- Nothing active: a no-op. It still takes a transaction id, so its commit writes a
+            -- record and waits for the synchronous standby like a real detach: the 204 of a retry
+            -- must not acknowledge an earlier attempt that committed locally but is not yet
+            -- replicated (its client saw a 503 when the wait was cancelled). docs/deploy.md §5.
+            PERFORM pg_current_xact_id();
+            RETURN;
         END IF;
         IF v_owner <> v_caller THEN
             -- Not the owner: an active member of that session may see the node (403); anyone
