@@ -5,20 +5,17 @@ from __future__ import annotations
 import logging
 import time
 
-import asyncpg
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
 
 from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_pool
-from control_plane.errors import DomainError
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
+from control_plane.methods import ControlPlaneApp
 from control_plane.metrics import MetricsMiddleware
-from control_plane.openapi import document_request_bodies
+from control_plane.openapi import document_contract, document_request_bodies, openapi_config
 from routes.admin import admin_router
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
@@ -36,35 +33,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.pool,
             max_batch=settings.heartbeat_max_batch,
             max_in_flight=settings.heartbeat_max_in_flight,
-            linger=settings.heartbeat_linger_ms / 1000,
         )
 
     async def close_pool(app: Litestar) -> None:
         await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
 
-    app = Litestar(
+    app = ControlPlaneApp(
         route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
         middleware=[MetricsMiddleware],
         on_startup=[open_pool, tune_gc],  # tune_gc last: the app is built by then
         on_shutdown=[close_pool],
         state=State({"settings": settings, "started_monotonic": time.monotonic()}),
         request_max_body_size=MAX_BODY_BYTES,
-        exception_handlers={
-            DomainError: problems.on_domain_error,
-            asyncpg.PostgresConnectionError: problems.on_connection_error,
-            asyncpg.InterfaceError: problems.on_connection_error,
-            OSError: problems.on_connection_error,
-            TimeoutError: problems.on_connection_error,
-            asyncpg.PostgresError: problems.on_postgres_error,
-            ValidationException: problems.on_validation_error,
-            HTTPException: problems.on_http_exception,
-            Exception: problems.on_unexpected,
-        },
-        openapi_config=OpenAPIConfig(
-            title="Runtime-node control plane",
-            version="1.0.0",
-            path="/schema",
-        ),
+        exception_handlers=problems.exception_handlers(),
+        openapi_config=openapi_config(),
         debug=False,
     )
-    return document_request_bodies(app)
+    return document_contract(document_request_bodies(app))

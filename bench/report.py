@@ -20,11 +20,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from control_plane.config import load_settings
+
 
 def _json_line(path: Path) -> dict[str, Any]:
     for line in path.read_text().splitlines():
         if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON ") :])
+            doc: dict[str, Any] = json.loads(line[len("BENCH_JSON ") :])
+            return doc
     raise SystemExit(f"{path}: no BENCH_JSON line")
 
 
@@ -139,6 +142,7 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def build(
     work: Path, variants: list[tuple[str, str]], pg_version: str, rounds_n: int
 ) -> dict[str, Any]:
+    app = load_settings()
     wrk = {n: _json_line(work / f"{n}.out") for n in ("heartbeat_c8", "attach", "roster", "etcd")}
     for n, r in wrk.items():
         r.update(_cpu(work, n, r["rps"]))
@@ -251,12 +255,11 @@ def build(
             "other_cpu_s_during_heartbeat": hb.get("cpu_seconds", {}).get("other"),
         },
         "config": {
-            "asgi_server": os.environ.get("ASGI_SERVER", "uvicorn"),
-            "web_concurrency": int(os.environ.get("WEB_CONCURRENCY", "2")),
-            "heartbeat_max_batch": int(os.environ.get("HEARTBEAT_MAX_BATCH", "512")),
-            "heartbeat_max_in_flight": int(os.environ.get("HEARTBEAT_MAX_IN_FLIGHT", "1")),
-            "heartbeat_linger_ms": float(os.environ.get("HEARTBEAT_LINGER_MS", "1")),
-            "db_pool_size": int(os.environ.get("DB_POOL_SIZE", "8")),
+            # The app's own settings, as it read them (one definition of their defaults).
+            "web_concurrency": app.workers,
+            "heartbeat_max_batch": app.heartbeat_max_batch,
+            "heartbeat_max_in_flight": app.heartbeat_max_in_flight,
+            "db_pool_size": app.pool_size,
             "wrk_threads": int(os.environ.get("BENCH_THREADS", "2")),
             "connections": int(os.environ.get("BENCH_CONNECTIONS", "64")),
             "duration_s": int(os.environ.get("BENCH_DURATION", "10")),
@@ -370,9 +373,9 @@ def main() -> None:
     (args.results / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     with (args.results / "history.jsonl").open("a") as history:
         history.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    text = table(doc)
-    (args.results / "latest.txt").write_text(text + "\n")
-    print(text)
+    printed = table(doc)
+    (args.results / "latest.txt").write_text(printed + "\n")
+    print(printed)
     print(
         f"\nwritten: {args.results}/latest.json (table: latest.txt), appended to "
         f"{args.results}/history.jsonl"

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # `make bench` → bench/run.sh: the one-command benchmark suite (docs/performance.md).
 #
-# Installs what it needs (wrk, pgbench, etcd from Debian; granian/py-spy into .venv), uses
+# Installs what it needs (wrk, pgbench, etcd from Debian; py-spy into .venv), uses
 # DATABASE_URL or the private run cluster (scripts/env.sh run), migrates, seeds a fleet through
 # the product's SQL functions, starts the app (python -m control_plane.serve) and etcd on
 # loopback, and measures side by side in one run on this machine: pgbench on the heartbeat
 # function, /healthz, heartbeats at 64 and 8 connections, attach, roster, etcd lease keep-alive,
-# the sweep, presence HOT ratio, and server/coalescer variants. Prints a table, writes
+# the sweep, presence HOT ratio, and worker/coalescer variants. Prints a table, writes
 # bench/results/latest.json and appends bench/results/history.jsonl.
 #
 # Knobs (environment): BENCH_DURATION (s per main phase, 10), BENCH_ROUNDS (alternating
 # hello/heartbeat rounds, 3; medians reported), BENCH_COMPARE_DURATION (8),
 # BENCH_CONNECTIONS (64), BENCH_THREADS (wrk threads, 2), BENCH_PORT (18480), BENCH_ETCD_PORT
-# (23790), BENCH_COMPARE (1: also measure server/worker/coalescer variants), BENCH_PROFILE (1:
+# (23790), BENCH_COMPARE (1: also measure worker/coalescer variants), BENCH_PROFILE (1:
 # py-spy profile of a worker under heartbeat load), BENCH_SWEEP_SIZES (10000,100000,1000000),
-# BENCH_NODES (10000 beat nodes) — and the app's own: WEB_CONCURRENCY, ASGI_SERVER,
-# HEARTBEAT_MAX_BATCH, HEARTBEAT_MAX_IN_FLIGHT, HEARTBEAT_LINGER_MS, DB_POOL_SIZE.
+# BENCH_NODES (10000 beat nodes) — and the app's own: WEB_CONCURRENCY, HEARTBEAT_MAX_BATCH,
+# HEARTBEAT_MAX_IN_FLIGHT, DB_POOL_SIZE.
 # Every process it starts is stopped on exit (trap). Loopback only.
 set -euo pipefail
 
@@ -38,7 +38,7 @@ NODES=${BENCH_NODES:-10000}
 NODES_PER_SESSION=100       # the roster benchmark reads a 100-node session
 NODES_PER_PARTICIPANT=5
 ATTACH_NODES=1000
-export WEB_CONCURRENCY=${WEB_CONCURRENCY:-2} ASGI_SERVER=${ASGI_SERVER:-uvicorn}
+export WEB_CONCURRENCY=${WEB_CONCURRENCY:-2}
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 BASE=http://127.0.0.1:$PORT
 
@@ -83,7 +83,6 @@ fi
 [[ -x .venv/bin/python ]] || bash scripts/venv.sh
 PY=${BENCH_PYTHON:-$ROOT/.venv/bin/python}
 pip_need=()
-"$PY" -c 'import granian' 2>/dev/null || pip_need+=(granian)
 [[ $PROFILE == 1 ]] && ! "$PY" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("py_spy") is None)' 2>/dev/null \
   && ! command -v py-spy >/dev/null && pip_need+=(py-spy)
 if (( ${#pip_need[@]} )); then
@@ -143,11 +142,11 @@ wrk_phase() {  # NAME CONNECTIONS DURATION SCRIPT URL [ARGS...]
 }
 
 start_app() {  # extra environment as NAME=VALUE arguments
-  local i
+  local _
   env "$@" HOST=127.0.0.1 PORT="$PORT" setsid "$PY" -m control_plane.serve >"$WORK/app.log" 2>&1 &
   APP_PID=$!
   export BENCH_APP_PID=$APP_PID
-  for i in $(seq 150); do
+  for _ in $(seq 150); do
     curl -sf "$BASE/healthz" >/dev/null 2>&1 && return 0
     kill -0 "$APP_PID" 2>/dev/null || { cat "$WORK/app.log" >&2; die "the app exited"; }
     sleep 0.1
@@ -156,9 +155,9 @@ start_app() {  # extra environment as NAME=VALUE arguments
 }
 
 stop_app() {
-  local i
+  local _
   kill -TERM -- "-$APP_PID" 2>/dev/null || kill -TERM "$APP_PID" 2>/dev/null || true
-  for i in $(seq 100); do kill -0 "$APP_PID" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 100); do kill -0 "$APP_PID" 2>/dev/null || break; sleep 0.1; done
   kill -KILL -- "-$APP_PID" 2>/dev/null || true
   wait "$APP_PID" 2>/dev/null || true
   APP_PID=''
@@ -173,7 +172,7 @@ uptime >"$WORK/uptime_before"
 
 # --- the main configuration ------------------------------------------------------------------
 
-log "app: ASGI_SERVER=$ASGI_SERVER WEB_CONCURRENCY=$WEB_CONCURRENCY"
+log "app: WEB_CONCURRENCY=$WEB_CONCURRENCY"
 start_app
 warm_up
 psql_su -q -c "SELECT pg_stat_reset_single_table_counters('control_plane.runtime_node_presence'::regclass)" >/dev/null
@@ -237,7 +236,7 @@ etcd --name bench --data-dir "$WORK/etcd" --log-level error --logger zap \
   --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
   --initial-cluster "bench=http://127.0.0.1:$((ETCD_PORT + 10))" >"$WORK/etcd.log" 2>&1 &
 ETCD_PID=$!
-for i in $(seq 100); do
+for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1 && break
   kill -0 "$ETCD_PID" 2>/dev/null || { cat "$WORK/etcd.log" >&2; die "etcd exited"; }
   sleep 0.1
@@ -256,11 +255,8 @@ if [[ $COMPARE == 1 ]]; then
   # name | environment
   variants=(
     "uncoalesced|HEARTBEAT_MAX_BATCH=1 HEARTBEAT_MAX_IN_FLIGHT=8"
-    "linger_0|HEARTBEAT_LINGER_MS=0"
-    "linger_2|HEARTBEAT_LINGER_MS=2"
     "in_flight_2|HEARTBEAT_MAX_IN_FLIGHT=2"
     "in_flight_4|HEARTBEAT_MAX_IN_FLIGHT=4"
-    "granian|ASGI_SERVER=granian"
     "workers_1|WEB_CONCURRENCY=1"
     "workers_3|WEB_CONCURRENCY=3"
     "baseline|"

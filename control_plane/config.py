@@ -1,11 +1,17 @@
-"""Every environment variable the service reads, in one place (read once at start-up)."""
+"""Every environment variable the service reads: one typed definition, one set of defaults.
+
+Each `Settings` field names its variable, its default and its bounds once; `load_settings` reads
+them all at start-up. A malformed value stops the process with one line naming the variable
+(`PORT must be an integer from 1 to 65535, not 'abc'`), never a traceback.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = REPO_ROOT / "sql"
@@ -13,82 +19,103 @@ SQL_DIR = REPO_ROOT / "sql"
 MAX_BODY_BYTES = 64 * 1024  # contract §6: request bodies above this → 413
 MAX_CAPABILITIES_BYTES = 16 * 1024  # compact JSON
 MAX_CAPABILITIES_DEPTH = 8
-LOG_LEVELS = ("debug", "info", "warning", "error")
-RETRY_AFTER_SECONDS = 5  # one sweep interval: a daemon retrying then finds the database back
+
+
+class ConfigError(SystemExit):
+    """A missing or malformed environment variable: exits with its one-line message."""
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _optional_text(name: str, raw: str) -> str | None:
+    return raw or None
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
+    bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise ConfigError(f"{name} must be an integer {bounds}, not {raw!r}")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {raw!r}")
+        return value
+
+    return parse
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("0", "false", "off", "no"):
+        return False
+    if value in ("1", "true", "on", "yes"):
+        return True
+    raise ConfigError(f"{name} must be on or off, not {raw!r}")
+
+
+def _env(variable: str, parse: Callable[[str, str], Any], default: Any = MISSING) -> Any:
+    """A settings field read from `variable` (no default: the variable is required)."""
+    return field(default=default, metadata={"env": variable, "parse": parse})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    database_url: str
-    api_database_url: str | None
-    admin_token: str | None
-    host: str
-    port: int
-    workers: int
-    pool_size: int
-    state_dir: Path
-    # Hot path tuning (docs/performance.md): ASGI server and the heartbeat coalescer.
-    asgi_server: str = "uvicorn"
-    heartbeat_max_batch: int = 512
-    heartbeat_max_in_flight: int = 1
-    heartbeat_linger_ms: float = 1.0
+    # A superuser URL: migrations run as it; the app logs in as the API role (database.py).
+    database_url: str = _env("DATABASE_URL", _text)
+    api_database_url: str | None = _env("CONTROL_PLANE_API_DATABASE_URL", _optional_text, None)
+    admin_token: str | None = _env("CONTROL_PLANE_ADMIN_TOKEN", _optional_text, None)
+    host: str = _env("HOST", _text, "127.0.0.1")
+    port: int = _env("PORT", _integer(1, 65535), 8000)
+    workers: int = _env("WEB_CONCURRENCY", _integer(1, 256), 2)
+    pool_size: int = _env("DB_POOL_SIZE", _integer(1, 1000), 8)
+    state_dir: Path = _env("CONTROL_PLANE_STATE_DIR", _path, REPO_ROOT / ".local")
+    # Heartbeat coalescer (docs/performance.md): beats per batch call, batches out at once.
+    heartbeat_max_batch: int = _env("HEARTBEAT_MAX_BATCH", _integer(1, 100_000), 512)
+    heartbeat_max_in_flight: int = _env("HEARTBEAT_MAX_IN_FLIGHT", _integer(1, 64), 1)
     # What `make run` shows: start-up (the URL), shutdown, errors; one line per request on demand.
-    log_level: str = "info"
-    access_log: bool = False
+    log_level: str = _env("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info")
+    access_log: bool = _env("ACCESS_LOG", _flag, False)
 
     @property
     def api_password_file(self) -> Path:
         return self.state_dir / "api-role.password"
 
 
-def _log_level(value: str) -> str:
-    level = value.strip().lower() or "info"
-    if level not in LOG_LEVELS:
-        raise SystemExit(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
-    return level
+_MISSING_DATABASE_URL = (
+    "DATABASE_URL is not set. Use `make run` (it starts the embedded cluster) "
+    "or export DATABASE_URL=postgresql://superuser@host/db"
+)
 
 
-def _flag(name: str, value: str) -> bool:
-    flag = value.strip().lower()
-    if flag in ("", "0", "false", "off", "no"):
-        return False
-    if flag in ("1", "true", "on", "yes"):
-        return True
-    raise SystemExit(f"{name} must be on or off, not {value!r}")
-
-
-def listen_address(environ: Mapping[str, str] | None = None) -> tuple[str, int]:
-    """HOST and PORT (also read before the database exists: `make run` checks the port first)."""
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment; an empty variable counts as unset (its default)."""
     env = os.environ if environ is None else environ
-    host = env.get("HOST", "127.0.0.1").strip() or "127.0.0.1"
-    port = env.get("PORT", "8000").strip() or "8000"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise SystemExit(f"PORT must be a TCP port number (1-65535), not {port!r}")
-    return host, int(port)
-
-
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    env = os.environ if environ is None else environ
-    database_url = env.get("DATABASE_URL", "").strip()
-    if not database_url:
-        raise SystemExit(
-            "DATABASE_URL is not set. Use `make run` (it starts the embedded cluster) "
-            "or export DATABASE_URL=postgresql://superuser@host/db"
-        )
-    host, port = listen_address(env)
-    return Settings(
-        database_url=database_url,
-        api_database_url=env.get("CONTROL_PLANE_API_DATABASE_URL") or None,
-        admin_token=env.get("CONTROL_PLANE_ADMIN_TOKEN") or None,
-        host=host,
-        port=port,
-        workers=int(env.get("WEB_CONCURRENCY", "2")),
-        pool_size=int(env.get("DB_POOL_SIZE", "8")),
-        state_dir=Path(env.get("CONTROL_PLANE_STATE_DIR", str(REPO_ROOT / ".local"))),
-        asgi_server=env.get("ASGI_SERVER", "uvicorn").strip().lower() or "uvicorn",
-        heartbeat_max_batch=int(env.get("HEARTBEAT_MAX_BATCH", "512")),
-        heartbeat_max_in_flight=int(env.get("HEARTBEAT_MAX_IN_FLIGHT", "1")),
-        heartbeat_linger_ms=float(env.get("HEARTBEAT_LINGER_MS", "1")),
-        log_level=_log_level(env.get("LOG_LEVEL", "info")),
-        access_log=_flag("ACCESS_LOG", env.get("ACCESS_LOG", "")),
-    )
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        variable: str = f.metadata["env"]
+        raw = env.get(variable, "").strip()
+        if not raw:
+            if f.default is MISSING:
+                missing = _MISSING_DATABASE_URL if variable == "DATABASE_URL" else None
+                raise ConfigError(missing or f"{variable} is not set")
+            continue
+        values[f.name] = f.metadata["parse"](variable, raw)
+    return Settings(**values)

@@ -6,8 +6,10 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import asyncpg
+from psycopg.conninfo import conninfo_to_dict
 
 from control_plane.config import Settings
 from control_plane.failover import call_on_primary
@@ -15,12 +17,14 @@ from control_plane.failover import call_on_primary
 log = logging.getLogger("control_plane")
 
 API_ROLE = "control_plane_api"
+DEFAULT_APPLICATION_NAME = "control-plane-api"
 T = TypeVar("T")
 
-# Errors meaning "no usable connection right now" → 503 (see problems.on_connection_error).
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
+# Errors meaning "no usable connection right now" → 503. The one list: the app's exception
+# handlers (problems.exception_handlers), /readyz and the coalescer all use it.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OSError,  # includes ConnectionRefusedError and socket errors
+    TimeoutError,  # connect timeout, or the pool's call deadline
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
@@ -30,24 +34,147 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 
+# libpq connection parameters that asyncpg's DSN parser does not know. asyncpg would send each
+# as a server setting in the startup packet, and the server refuses the login ("unrecognized
+# configuration parameter"). The first three are translated (asyncpg_connect_args); the rest
+# cannot be honoured by asyncpg and stop the start-up with their names, rather than being
+# silently dropped (several are security settings: channel_binding, gssencmode, requirepeer...).
+_TRANSLATED_LIBPQ_PARAMS = ("connect_timeout", "fallback_application_name")
+_UNSUPPORTED_LIBPQ_PARAMS = frozenset(
+    {
+        "hostaddr",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "load_balance_hosts",
+        "gssencmode",
+        "gssdelegation",
+        "channel_binding",
+        "require_auth",
+        "requirepeer",
+        "requiressl",
+        "sslcompression",
+        "sslsni",
+        "sslcertmode",
+        "sslkeylogfile",
+        "replication",
+        "scram_client_key",
+        "scram_server_key",
+    }
+)
+
+
+class ConnectionConfigError(ValueError):
+    """A database URL this driver cannot honour as given."""
+
+
+def _is_url(dsn: str) -> bool:
+    return dsn.startswith(("postgresql://", "postgres://"))
+
+
+def _conninfo_to_url(conninfo: str) -> str:
+    """A key=value conninfo as the equivalent URL (asyncpg takes URLs only): every parameter,
+    host and port lists included, becomes a query parameter, which libpq and asyncpg both read."""
+    params = conninfo_to_dict(conninfo)
+    return "postgresql://?" + urlencode({k: str(v) for k, v in params.items()}, quote_via=quote)
+
+
+def login_dsn(url: str, user: str, password: str | None) -> str:
+    """`url` with only its login swapped: every host (multi-host lists too), port, database and
+    libpq parameter is kept byte for byte; the user (and password) become `user`/`password`.
+
+    `url` is a libpq URL or key=value conninfo (then converted to the equivalent URL). A user or
+    password given as query parameters is removed, so the login is exactly the one given here.
+    """
+    if not _is_url(url):
+        url = _conninfo_to_url(url)
+    scheme, rest = url.split("://", 1)
+    # authority = [userinfo@]hosts, up to the first '/', '?' or '#' (as libpq reads it).
+    end = len(rest)
+    for mark in "/?#":
+        at = rest.find(mark)
+        if at != -1:
+            end = min(end, at)
+    authority, tail = rest[:end], rest[end:]
+    hosts = authority.split("@", 1)[1] if "@" in authority else authority
+    path, sep, query = tail.partition("?")
+    if sep:
+        kept = [
+            item
+            for item in query.split("&")
+            if unquote(item.split("=", 1)[0]) not in ("user", "password")
+        ]
+        tail = path + ("?" + "&".join(kept) if kept else "")
+    userinfo = quote(user, safe="")
+    if password is not None:
+        userinfo += ":" + quote(password, safe="")
+    return f"{scheme}://{userinfo}@{hosts}{tail}"
+
+
+def asyncpg_connect_args(dsn: str) -> dict[str, Any]:
+    """Keyword arguments for asyncpg.connect/create_pool that honour every libpq parameter of
+    `dsn` (a URL): what asyncpg reads itself stays in the DSN (hosts, ports, sslmode, sslrootcert,
+    sslcert, sslkey, target_session_attrs, passfile, service, `options` — a startup parameter
+    the server reads itself —, application_name and other server settings); `connect_timeout`
+    becomes `timeout` and `fallback_application_name` the default application_name. Parameters
+    asyncpg cannot honour raise ConnectionConfigError naming them."""
+    if not _is_url(dsn):
+        dsn = _conninfo_to_url(dsn)
+    base, sep, rest = dsn.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    params = dict(parse_qsl(query, keep_blank_values=True)) if sep else {}
+    unsupported = sorted(set(params) & _UNSUPPORTED_LIBPQ_PARAMS)
+    if unsupported:
+        raise ConnectionConfigError(
+            "the database URL has libpq parameter(s) the asyncpg driver cannot honour: "
+            + ", ".join(unsupported)
+        )
+    kwargs: dict[str, Any] = {}
+    timeout = params.get("connect_timeout")
+    if timeout:
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            raise ConnectionConfigError(
+                f"connect_timeout must be a number of seconds, not {timeout!r}"
+            ) from None
+        if seconds > 0:  # libpq: 0 or negative = wait indefinitely (asyncpg: its default)
+            kwargs["timeout"] = max(seconds, 2.0)  # libpq's minimum
+    if "application_name" not in params:
+        kwargs["server_settings"] = {
+            "application_name": params.get("fallback_application_name") or DEFAULT_APPLICATION_NAME
+        }
+    if sep:
+        kept = [
+            item
+            for item in query.split("&")
+            if item and unquote(item.split("=", 1)[0]) not in _TRANSLATED_LIBPQ_PARAMS
+        ]
+        dsn = base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+    kwargs["dsn"] = dsn
+    return kwargs
+
+
+def api_dsn(settings: Settings) -> str:
+    """How the API login role connects, derived from one DATABASE_URL.
+
+    `CONTROL_PLANE_API_DATABASE_URL` wins when set (used as given). Otherwise `DATABASE_URL` with
+    the login swapped for `control_plane_api` and the password the migrate step generated
+    (ignored by the embedded cluster's local trust); every other parameter is kept.
+    """
+    if settings.api_database_url:
+        return settings.api_database_url
+    password = None
+    if settings.api_password_file.exists():
+        password = settings.api_password_file.read_text().strip()
+    return login_dsn(settings.database_url, API_ROLE, password)
+
 
 def api_connect_kwargs(settings: Settings) -> dict[str, Any]:
-    """Connection parameters for the API login role, derived from one DATABASE_URL.
-
-    `CONTROL_PLANE_API_DATABASE_URL` wins when set. Otherwise the superuser URL is reused with the
-    user swapped for `control_plane_api` and the password the migrate step generated (ignored by
-    the embedded cluster's local trust). The URL itself goes to asyncpg as the DSN, so every
-    parameter it understands (several hosts, `target_session_attrs`, TLS) is honoured; `user`
-    and `password` given here override the URL's.
-    """
-    url = settings.api_database_url or settings.database_url
-    kwargs: dict[str, Any] = {"dsn": url}
-    if not settings.api_database_url:
-        kwargs["user"] = API_ROLE
-        kwargs["password"] = None
-        if settings.api_password_file.exists():
-            kwargs["password"] = settings.api_password_file.read_text().strip()
-    return {k: v for k, v in kwargs.items() if v is not None}
+    """asyncpg connection arguments of the API login role (see api_dsn, asyncpg_connect_args)."""
+    return asyncpg_connect_args(api_dsn(settings))
 
 
 async def _no_reset(_: asyncpg.Connection) -> None:
@@ -134,9 +261,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         loop=None,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
-        timeout=5,  # connect timeout
         command_timeout=10,  # client-side bound on a hung server (statement_timeout is 5 s)
-        server_settings={"application_name": "control-plane-api"},
-        **api_connect_kwargs(settings),
+        **{"timeout": 5, **api_connect_kwargs(settings)},  # connect timeout: URL's, else 5 s
     )
     return await pool

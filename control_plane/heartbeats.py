@@ -1,15 +1,16 @@
 """Coalesces concurrent heartbeats into one set-based SQL call per database round trip.
 
-A heartbeat request enqueues (token digest, node id, health) and awaits its own verdict. The
-first beat into an empty queue schedules a flush for the end of the current event-loop
-iteration, so every request parsed in the same iteration rides the same round trip without any
-timer (no added latency when idle). Beats that arrive while `max_in_flight` batches are out wait
-for the next one: under load each round trip carries many beats, and the database pays its
-per-call cost (planning, transaction, commit) once per batch instead of once per request.
+A heartbeat request enqueues (token digest, node id, health) and awaits its own item's verdict.
+The first beat into an empty queue schedules a flush for the next event-loop iteration, so every
+request parsed in the same iteration rides the same round trip without any timer (no added
+latency when idle). Beats that arrive while `max_in_flight` batches are out wait for the next
+one: under load each round trip carries many beats, and the database pays its per-call cost
+(planning, transaction, commit) once per batch instead of once per request.
 
 Every item is authorized with its own token inside
-`control_plane.runtime_node_heartbeat_batch`, which returns one HTTP status per item: a batch
-never mixes up callers, and a refused item gets its own 401/403.
+`control_plane.runtime_node_heartbeat_batch`, which returns one SQLSTATE per item (NULL =
+accepted): a batch never mixes up callers, and a refused item gets its own problem, mapped through
+the same table as every other handler's SQLSTATE (problems.sqlstate_problem).
 """
 
 from __future__ import annotations
@@ -20,50 +21,36 @@ from typing import Any
 import asyncpg
 from litestar import Request
 
-from control_plane import errors
-from control_plane.errors import DomainError
+from control_plane.metrics import observe_heartbeat_batch
 
 _BATCH_SQL = (
     "SELECT control_plane.runtime_node_heartbeat_batch($1::bytea[], $2::text[], $3::text[])"
 )
 
-DEFAULT_MAX_BATCH = 512
-DEFAULT_MAX_IN_FLIGHT = 1
-DEFAULT_LINGER_SECONDS = 0.001
+# An item's verdict: None (accepted) or the SQLSTATE of its refusal.
+Verdict = str | None
 
 
 class HeartbeatCoalescer:
     """Per-process queue of heartbeats; one `runtime_node_heartbeat_batch` call per flush."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        max_batch: int = DEFAULT_MAX_BATCH,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        linger: float = DEFAULT_LINGER_SECONDS,
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int, max_in_flight: int) -> None:
         self._pool = pool
         self._max_batch = max(1, max_batch)
         self._max_in_flight = max(1, max_in_flight)
-        self._linger = max(0.0, linger)
-        self._seen = 0
-        self._deadline = 0.0
         # Parallel lists: the three become the call's array arguments without a copy loop.
         self._digests: list[bytes] = []
         self._nodes: list[str] = []
         self._healths: list[str] = []
-        self._futures: list[asyncio.Future[int]] = []
+        self._futures: list[asyncio.Future[Verdict]] = []
         self._in_flight = 0
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Counters for /metrics and the benchmark (batches sent, beats carried).
-        self.batches = 0
-        self.beats = 0
 
-    def beat(self, digest: bytes, node_id: str, health: str) -> asyncio.Future[int]:
-        """Enqueue one beat; the future gives its HTTP status (204, 400, 401 or 403) or raises
-        the database fault (→ 503). A plain method returning the future: no coroutine frame."""
+    def beat(self, digest: bytes, node_id: str, health: str) -> asyncio.Future[Verdict]:
+        """Enqueue one beat; the future gives its verdict (None, or the SQLSTATE of its refusal)
+        or raises the database fault (→ 503). A plain method returning the future: no coroutine
+        frame."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -78,26 +65,11 @@ class HeartbeatCoalescer:
 
     def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._flush_scheduled = True
-        self._seen = len(self._futures)
-        self._deadline = loop.time() + self._linger
-        loop.call_soon(self._flush_when_quiet)
-
-    def _flush_when_quiet(self) -> None:
-        # Group commit: while each loop iteration brings more beats (a burst is being read from
-        # the sockets), wait one more iteration, up to `linger`; flush as soon as an iteration
-        # brings none, or the batch is full. Idle, a beat waits one iteration, no timer.
-        loop = self._loop
-        assert loop is not None
-        n = len(self._futures)
-        if self._seen < n < self._max_batch and loop.time() < self._deadline:
-            self._seen = n
-            loop.call_soon(self._flush_when_quiet)
-            return
-        self._flush()
+        loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Start batches while capacity allows; called at the end of a loop iteration and
-        whenever a batch completes."""
+        """Start batches while capacity allows; called one loop iteration after the first beat
+        into an empty queue, and whenever a batch completes."""
         self._flush_scheduled = False
         loop = self._loop
         assert loop is not None
@@ -113,13 +85,13 @@ class HeartbeatCoalescer:
         digests: list[bytes],
         nodes: list[str],
         healths: list[str],
-        futures: list[asyncio.Future[int]],
+        futures: list[asyncio.Future[Verdict]],
     ) -> None:
         try:
-            statuses: list[int] | None = await self._pool.fetchval(
+            verdicts: list[Verdict] | None = await self._pool.fetchval(
                 _BATCH_SQL, digests, nodes, healths
             )
-            if statuses is None or len(statuses) != len(futures):
+            if verdicts is None or len(verdicts) != len(futures):
                 raise RuntimeError("heartbeat batch returned a verdict count that does not match")
         except BaseException as exc:  # every waiter gets the fault (→ 503), none hangs
             _fail(futures, exc)
@@ -131,11 +103,10 @@ class HeartbeatCoalescer:
             if not isinstance(exc, Exception):
                 raise
         else:
-            self.batches += 1
-            self.beats += len(futures)
-            for future, status in zip(futures, statuses, strict=True):
+            observe_heartbeat_batch(len(futures))
+            for future, verdict in zip(futures, verdicts, strict=True):
                 if not future.done():  # the client may have gone away
-                    future.set_result(status)
+                    future.set_result(verdict)
         finally:
             self._in_flight -= 1
             if self._futures and not self._flush_scheduled and self._loop is not None:
@@ -147,21 +118,13 @@ class HeartbeatCoalescer:
         _fail(futures, exc)
 
 
-def _fail(futures: list[asyncio.Future[int]], exc: BaseException) -> None:
+def _fail(futures: list[asyncio.Future[Verdict]], exc: BaseException) -> None:
     error = exc if isinstance(exc, Exception) else asyncio.CancelledError()
     for future in futures:
         if not future.done():
             future.set_exception(error)
 
 
-def heartbeat_refusal(status: int) -> DomainError:
-    """The problem for a refused item, byte-identical to the SQLSTATE path of other handlers."""
-    if status == 401:
-        return DomainError(errors.UNAUTHENTICATED, errors.UNAUTHENTICATED_DETAIL)
-    if status == 403:
-        return DomainError(errors.SQLSTATE_ERRORS["CP403"], errors.PERMISSION_DENIED_DETAIL)
-    return DomainError(errors.INVALID, "healthState must be online or degraded")
-
-
 def coalescer_of(request: Request[Any, Any, Any]) -> HeartbeatCoalescer:
-    return request.app.state.heartbeats
+    coalescer: HeartbeatCoalescer = request.app.state.heartbeats
+    return coalescer

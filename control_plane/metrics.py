@@ -1,13 +1,14 @@
 """Prometheus metrics for `/metrics` (contract §6.9).
 
 Two sources:
-- request metrics (count and latency by route template, method and status), recorded by a lean
-  ASGI middleware in the process that served the request;
+- process metrics: request count and latency by route template, method and status (recorded by
+  a lean ASGI middleware in the process that served the request) and the heartbeat coalescer's
+  batches and the beats they carried;
 - database gauges (nodes per slot state and health, the sweep's age, duration, transitions and
   outage-guard mode), read with one `control_plane.ops_metrics()` call and cached for a couple of
   seconds, so a scrape costs at most one query however often it comes.
 
-With several server workers (uvicorn or granian) each process would count only its own
+With several server workers each process would count only its own
 requests, so `serve.py` calls `prepare_multiprocess()` before starting them: every worker then
 writes its counters to a shared directory (prometheus_client's multiprocess mode) and any
 worker's `/metrics` reports the sum. The database gauges are global by nature and computed by
@@ -29,7 +30,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from control_plane.schemas import HEALTH_STATES, SLOT_STATES, SWEEP_MODES
 
 if TYPE_CHECKING:
     import asyncpg
@@ -45,9 +49,6 @@ DB_CACHE_SECONDS = 2.0
 DB_TIMEOUT_SECONDS = 2.0
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-SLOT_STATES = ("registering", "online", "degraded", "offline", "revoked")
-HEALTH_STATES = ("online", "degraded", "offline")
-SWEEP_MODES = ("normal", "gap_grace", "stall_hold")
 # Heartbeats answer in about a millisecond: resolve the low end finely.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -75,16 +76,18 @@ def _multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
-class _RequestMetrics:
-    """The request counter and histogram. In multiprocess mode their values live in the shared
-    files (registry=None); else in `registry`."""
+class _ProcessMetrics:
+    """The request counter and histogram and the coalescer counters. In multiprocess mode their
+    values live in the shared files (registry=None); else in `registry`."""
 
     LABELS = ("route", "method", "status")
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-        disable_created_metrics()  # no *_created series: they double the output, nobody reads them
+        # No *_created series: they double the output, nobody reads them. (The function has no
+        # annotations in prometheus_client.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         target = None if _multiprocess_mode() else self.registry
         self.requests = Counter(
@@ -95,10 +98,20 @@ class _RequestMetrics:
         )
         self.latency = Histogram(
             "control_plane_http_request_duration_seconds",
-            "HTTP request latency (first byte received to last byte sent), by route template, "
-            "method and status.",
+            "HTTP request latency (request received to the last response chunk handed to the "
+            "server), by route template, method and status.",
             self.LABELS,
             buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.heartbeat_batches = Counter(
+            "control_plane_heartbeat_batches",
+            "runtime_node_heartbeat_batch calls that returned (one database round trip each).",
+            registry=target,
+        )
+        self.heartbeat_batch_beats = Counter(
+            "control_plane_heartbeat_batch_beats",
+            "Heartbeats carried by those calls (divided by batches: beats per round trip).",
             registry=target,
         )
         # Labelled children, resolved once per (route, method, status): the hot path does one
@@ -107,12 +120,23 @@ class _RequestMetrics:
 
 
 @cache
-def _request_metrics() -> _RequestMetrics:
-    return _RequestMetrics()
+def _process_metrics() -> _ProcessMetrics:
+    return _ProcessMetrics()
+
+
+def process_registry() -> CollectorRegistry:
+    """This process's own metrics (in multiprocess mode the values are in the shared files)."""
+    return _process_metrics().registry
+
+
+def observe_heartbeat_batch(beats: int) -> None:
+    metrics = _process_metrics()
+    metrics.heartbeat_batches.inc()
+    metrics.heartbeat_batch_beats.inc(beats)
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    metrics = _request_metrics()
+    metrics = _process_metrics()
     key = (route, method, status)
     pair = metrics.children.get(key)
     if pair is None:
@@ -132,27 +156,42 @@ class MetricsMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         status = 500  # if the app fails before it starts a response
+        observed = False
+
+        def observe() -> None:
+            nonlocal observed
+            observed = True
+            observe_request(
+                scope.get("path_template") or "unmatched",
+                str(scope.get("method", "GET")),
+                status,
+                time.perf_counter() - start,
+            )
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif (
+                message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+                and not observed
+            ):
+                # Counted before the last byte goes out: a client that has its response and
+                # then scrapes /metrics always finds its request counted (no race).
+                observe()
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            observe_request(
-                scope.get("path_template") or "unmatched",
-                scope.get("method", "GET"),
-                status,
-                time.perf_counter() - start,
-            )
+            if not observed:  # the app failed or the client went away before the end
+                observe()
 
 
 class DatabaseMetrics:
@@ -284,5 +323,5 @@ def render(database: DatabaseMetrics) -> bytes:
         requests = CollectorRegistry()
         multiprocess.MultiProcessCollector(requests)  # type: ignore[no-untyped-call]
     else:
-        requests = _request_metrics().registry
+        requests = _process_metrics().registry
     return generate_latest(requests) + generate_latest(database.registry)

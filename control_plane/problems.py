@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -13,16 +15,27 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
+from litestar.types import ExceptionHandlersMap
 
 from control_plane import errors
-from control_plane.config import RETRY_AFTER_SECONDS
 from control_plane.database import CONNECTION_ERRORS
-from control_plane.errors import DomainError, ErrorKind
+from control_plane.errors import DomainError, ErrorKind, SqlStateRefusal
+from control_plane.methods import complete_allow
 
 log = logging.getLogger("control_plane")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _encoder = msgspec.json.Encoder()
+
+# One sweep interval: a daemon retrying then finds the database back.
+RETRY_AFTER_BASE_SECONDS = 5
+_RETRY_STATUSES = (429, 503)
+
+
+def retry_after(base: int = RETRY_AFTER_BASE_SECONDS) -> str:
+    """`Retry-After` for every 503 and 429 (contract §10): uniform over [base, 2 × base] whole
+    seconds, so a fleet that failed together does not come back together."""
+    return str(random.randint(base, 2 * base))
 
 
 class Problem(msgspec.Struct):
@@ -50,8 +63,8 @@ def problem_response(
     hdrs = dict(headers or {})
     if kind.status == 401:
         hdrs.setdefault("WWW-Authenticate", "Bearer")
-    if kind.status == 503:
-        hdrs.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+    if kind.status in _RETRY_STATUSES:
+        hdrs.setdefault("Retry-After", retry_after())
     return Response(body, status_code=kind.status, media_type=PROBLEM_MEDIA_TYPE, headers=hdrs)
 
 
@@ -59,31 +72,42 @@ def unavailable() -> Response[bytes]:
     return problem_response(errors.UNAVAILABLE, "the database is unavailable; retry later")
 
 
-def on_domain_error(_: Request, exc: DomainError) -> Response[bytes]:
+def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
     return problem_response(exc.kind, exc.detail, exc.headers)
 
 
-def on_postgres_error(_: Request, exc: asyncpg.PostgresError) -> Response[bytes]:
-    sqlstate = getattr(exc, "sqlstate", None)
+def sqlstate_problem(sqlstate: str | None, message: str | None) -> Response[bytes]:
+    """The problem for a SQLSTATE, through the one table (errors.py). `message` is the function's
+    MESSAGE (None for a heartbeat batch item, which carries only its SQLSTATE)."""
     kind = errors.kind_for_sqlstate(sqlstate)
     if kind is None:
-        log.error("unmapped database error %s: %s", sqlstate, exc)
+        log.error("unmapped database error %s: %s", sqlstate, message)
         return problem_response(errors.INTERNAL, "internal error")
     if kind is errors.UNAVAILABLE:
-        log.warning("database unavailable (%s): %s", sqlstate, exc)
+        log.warning("database unavailable (%s): %s", sqlstate, message)
         return unavailable()
-    if kind is errors.INVALID and sqlstate != "CP400":
-        # Never echo a raw database message: it may quote stored values.
+    if kind.detail is not None:  # a uniform refusal: the table's constant, whatever the cause
+        return problem_response(kind, kind.detail)
+    if sqlstate not in errors.SQLSTATE_ERRORS:
+        # A class 22/23 error: never echo a raw database message, it may quote stored values.
         return problem_response(kind, "the request has a value the database cannot accept")
-    return problem_response(kind, getattr(exc, "message", None) or kind.title)
+    return problem_response(kind, message or kind.title)
 
 
-def on_connection_error(_: Request, exc: Exception) -> Response[bytes]:
+def on_postgres_error(_: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[bytes]:
+    return sqlstate_problem(getattr(exc, "sqlstate", None), getattr(exc, "message", None))
+
+
+def on_sqlstate_refusal(_: Request[Any, Any, Any], exc: SqlStateRefusal) -> Response[bytes]:
+    return sqlstate_problem(exc.sqlstate, exc.message)
+
+
+def on_connection_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.warning("database connection failed: %r", exc)
     return unavailable()
 
 
-def on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]:
+def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     detail = exc.detail or "invalid request"
     extra = exc.extra
     if isinstance(extra, list) and extra:
@@ -98,14 +122,15 @@ def on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]
     return problem_response(errors.INVALID, detail)
 
 
-def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
+def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     if isinstance(exc, NotFoundException) or status == 404:
         return problem_response(errors.NOT_FOUND, "no such resource")
     if isinstance(exc, MethodNotAllowedException) or status == 405:
-        return problem_response(
-            errors.METHOD_NOT_ALLOWED, "method not allowed", exc.headers or None
-        )
+        headers = dict(exc.headers or {})
+        if "allow" in headers:  # the router's list lacks HEAD (served for GET: methods.py)
+            headers["allow"] = complete_allow(headers["allow"])
+        return problem_response(errors.METHOD_NOT_ALLOWED, "method not allowed", headers or None)
     if status == 413:
         return problem_response(errors.TOO_LARGE, "request body exceeds 64 KiB")
     if status == 415:
@@ -118,8 +143,22 @@ def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
     return problem_response(errors.INTERNAL, "internal error")
 
 
-def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
-    if isinstance(exc, CONNECTION_ERRORS):  # those without a handler of their own (see database)
-        return on_connection_error(request, exc)
+def on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error", exc_info=exc)
     return problem_response(errors.INTERNAL, "internal error")
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    """Every exception the app maps to a problem. Litestar picks the handler of the closest
+    class in the exception's MRO, so the connection failures (database.CONNECTION_ERRORS, the one
+    list) win over the generic PostgresError and Exception handlers."""
+    handlers: ExceptionHandlersMap = {
+        DomainError: on_domain_error,
+        asyncpg.PostgresError: on_postgres_error,
+        SqlStateRefusal: on_sqlstate_refusal,
+        ValidationException: on_validation_error,
+        HTTPException: on_http_exception,
+        Exception: on_unexpected,
+    }
+    handlers.update({kind: on_connection_error for kind in CONNECTION_ERRORS})
+    return handlers

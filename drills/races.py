@@ -61,7 +61,7 @@ async def drill(ctx: Context) -> Verdict:
         deadlock_delta = deadlocks(conn) - deadlocks_before
         doubled = conn.execute(
             "SELECT count(*) AS n FROM (SELECT node_id FROM control_plane.runtime_node_attachments"
-            " WHERE state IN ('registering', 'online', 'degraded')"
+            " WHERE control_plane.slot_is_active(state)"
             " GROUP BY node_id HAVING count(*) > 1) d"
         ).fetchone()
     logged = ctx.cluster.log_since(log_offset).count("deadlock detected") if ctx.cluster else 0

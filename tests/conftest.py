@@ -42,6 +42,14 @@ TABLES = (
 SERVER_START_TIMEOUT = 30.0
 
 
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Tests run in random order (pytest-randomly); `-q` hides its header, so repeat the seed:
+    `pytest -p randomly --randomly-seed=<seed>` replays an order, `-p no:randomly` disables it."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None:
+        terminalreporter.write_line(f"test order: --randomly-seed={seed}")
+
+
 # --- database ---------------------------------------------------------------------------------
 
 

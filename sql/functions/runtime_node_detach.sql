@@ -16,7 +16,7 @@ BEGIN
     FOR i IN 1..3 LOOP
         SELECT a.id, a.session_id, a.participant_id INTO v_id, v_session, v_owner
           FROM runtime_node_attachments a
-         WHERE a.node_id = p_node_id AND a.state IN ('registering', 'online', 'degraded');
+         WHERE a.node_id = p_node_id AND slot_is_active(a.state);
         IF NOT FOUND THEN
             -- Nothing active: a no-op. It still takes a transaction id, so its commit writes a
             -- record and waits for the synchronous standby like a real detach: the 204 of a retry
@@ -40,7 +40,7 @@ BEGIN
         -- be pinned forever). FOR UPDATE conflicts with a heartbeat's KEY SHARE: a beat in
         -- flight commits first and is then overwritten below; a later beat is refused.
         PERFORM 1 FROM runtime_node_attachments a
-         WHERE a.id = v_id AND a.state IN ('registering', 'online', 'degraded')
+         WHERE a.id = v_id AND slot_is_active(a.state)
            FOR UPDATE;
         IF FOUND THEN
             UPDATE runtime_node_attachments SET state = 'offline', updated_at = now()

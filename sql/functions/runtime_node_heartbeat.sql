@@ -16,7 +16,7 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat_batch(
     p_node_ids text[],
     p_health_states text[]
 )
-    RETURNS smallint[]
+    RETURNS text[]
     LANGUAGE plpgsql
     VOLATILE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
@@ -26,7 +26,7 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat_batch(
     SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
-    v_statuses smallint[];
+    v_sqlstates text[];
 BEGIN
     IF p_token_sha256s IS NULL OR p_node_ids IS NULL OR p_health_states IS NULL
        OR coalesce(array_ndims(p_token_sha256s), 1) <> 1
@@ -63,7 +63,7 @@ BEGIN
               SELECT a.node_id
                 FROM runtime_node_attachments a
                WHERE a.node_id = item.node
-                 AND a.state IN ('registering', 'online', 'degraded')
+                 AND slot_is_active(a.state)
                  AND a.participant_id = item.participant_id
                  AND EXISTS (SELECT 1 FROM session_memberships m
                               WHERE m.session_id = a.session_id
@@ -82,34 +82,37 @@ BEGIN
            SET last_heartbeat_at = EXCLUDED.last_heartbeat_at,
                health_state = EXCLUDED.health_state
     )
+    -- One SQLSTATE per item, in order; NULL = accepted (the HTTP tier maps them through the same
+    -- table as every raised SQLSTATE).
     SELECT coalesce(array_agg(
                CASE WHEN item.health IS NULL OR item.health NOT IN ('online', 'degraded')
-                        THEN 400
-                    WHEN item.participant_id IS NULL THEN 401
-                    WHEN ok.ord IS NOT NULL THEN 204
-                    ELSE 403
-               END::smallint ORDER BY item.ord), '{}')
+                        THEN 'CP400'
+                    WHEN item.participant_id IS NULL THEN 'CP401'
+                    WHEN ok.ord IS NOT NULL THEN NULL
+                    ELSE 'CP403'
+               END ORDER BY item.ord), '{}')
       FROM item
       LEFT JOIN (SELECT DISTINCT allowed.ord FROM allowed) ok ON ok.ord = item.ord
-    INTO v_statuses;
-    RETURN v_statuses;
+    INTO v_sqlstates;
+    RETURN v_sqlstates;
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[]) IS
     'Heartbeats, set-based (contract §6.4): item i is (token digest i, node id i, health i); the three '
-    'arrays must have equal length (else CP400). Returns one HTTP status per item, in order: 400 '
-    'health not online|degraded; 401 unknown, expired or revoked token; 403 the token''s '
-    'participant does not own the node''s active attachment or is not an active member of its '
-    'session (no presence written); 204 presence upserted with last_heartbeat_at = now() (database '
-    'clock) and the reported health. Each item is authorized with its own token. A node beating '
-    'twice in one batch: the last item wins. Exempt from the version floor. Takes FOR KEY SHARE '
-    'on each attachment (detach/revoke take FOR UPDATE) and writes presence rows in node_id '
+    'arrays must have equal length (else CP400). Returns one SQLSTATE per item, in order: NULL '
+    'accepted, presence upserted with last_heartbeat_at = now() (database clock) and the reported '
+    'health; CP400 health not online|degraded; CP401 unknown, expired or revoked token; CP403 the '
+    'token''s participant does not own the node''s active attachment or is not an active member '
+    'of its session (no presence written). Each item is authorized with its own token. A node '
+    'beating twice in one batch: the last item wins. Exempt from the version floor. Takes FOR KEY '
+    'SHARE on each attachment (detach/revoke take FOR UPDATE) and writes presence rows in node_id '
     'order. Commits synchronously: an acknowledged beat survives a crash.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
     TO control_plane_api;
 
+-- For DBAs in psql (the HTTP tier always calls the batch): one beat, its item's SQLSTATE raised.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat(
     p_token_sha256 bytea,
     p_node_id text,
@@ -120,32 +123,28 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat(
     VOLATILE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
 AS $fn$
-DECLARE
-    v_status smallint;
 BEGIN
-    -- One rule set: the batch of one. Its verdict becomes this call's SQLSTATE.
-    v_status := (runtime_node_heartbeat_batch(
-                     ARRAY[p_token_sha256], ARRAY[p_node_id], ARRAY[p_health_state]))[1];
-    CASE v_status
-        WHEN 204 THEN
-            RETURN;
-        WHEN 400 THEN
+    -- One rule set: the batch of one.
+    CASE (runtime_node_heartbeat_batch(
+              ARRAY[p_token_sha256], ARRAY[p_node_id], ARRAY[p_health_state]))[1]
+        WHEN 'CP400' THEN
             RAISE EXCEPTION 'healthState must be online or degraded' USING ERRCODE = 'CP400';
-        WHEN 401 THEN
-            PERFORM caller_participant(p_token_sha256);  -- raises CP401 with its own message
-            RAISE EXCEPTION 'bearer token no longer valid' USING ERRCODE = 'CP401';
-        ELSE
+        WHEN 'CP401' THEN
+            RAISE EXCEPTION 'missing, unknown, expired or revoked bearer token'
+                USING ERRCODE = 'CP401';
+        WHEN 'CP403' THEN
             RAISE EXCEPTION 'permission denied' USING ERRCODE = 'CP403';
+        ELSE
+            RETURN;  -- NULL: accepted
     END CASE;
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) IS
-    'Heartbeat of one node (contract §6.4): runtime_node_heartbeat_batch with one item, its verdict '
-    'raised as CP400 (health not online|degraded), CP401 (token) or CP403 ''permission denied'' '
-    '(caller does not own the node''s active attachment or is not an active member of its '
-    'session; no presence row is written). On success presence is upserted with '
+    'Heartbeat of one node, for DBAs in psql (contract §6.4; the HTTP tier calls '
+    'runtime_node_heartbeat_batch and is not granted this one): the batch with one item, its '
+    'SQLSTATE raised — CP400 (health not online|degraded), CP401 (token) or CP403 ''permission '
+    'denied'' (caller does not own the node''s active attachment or is not an active member of '
+    'its session; no presence row is written). On success presence is upserted with '
     'last_heartbeat_at = now() (database clock) and the reported health. Exempt from the version '
     'floor.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat(bytea, text, text)
-    TO control_plane_api;

@@ -23,7 +23,7 @@ BEGIN
         SELECT a.id, a.session_id INTO o_attachment_id, v_session
           FROM runtime_node_attachments a
          WHERE a.node_id = p_node_id AND a.participant_id = p_caller
-           AND a.state IN ('registering', 'online', 'degraded');
+           AND slot_is_active(a.state);
         EXIT WHEN NOT FOUND;
         SELECT s.min_client_version INTO o_floor FROM sessions s WHERE s.id = v_session FOR SHARE;
         PERFORM 1 FROM session_memberships m
@@ -34,7 +34,7 @@ BEGIN
         SELECT a.state, a.client_version INTO o_state, o_client_version
           FROM runtime_node_attachments a
          WHERE a.id = o_attachment_id AND a.participant_id = p_caller
-           AND a.state IN ('registering', 'online', 'degraded')
+           AND slot_is_active(a.state)
            FOR NO KEY UPDATE;
         IF FOUND THEN
             RETURN;

@@ -39,7 +39,7 @@ BEGIN
     END IF;
     UPDATE runtime_node_attachments SET state = 'revoked', updated_at = now() WHERE id = v_id;
     -- Presence is the node's, not the slot's: only an active slot owns it.
-    IF v_state IN ('registering', 'online', 'degraded') THEN
+    IF slot_is_active(v_state) THEN
         UPDATE runtime_node_presence SET health_state = 'offline'
          WHERE node_id = p_node_id AND health_state <> 'offline';
     END IF;

@@ -33,10 +33,10 @@ BEGIN
           -- nowhere, so one session's roster never reveals the node's life in another session.
           LEFT JOIN runtime_node_presence p
             ON p.node_id = a.node_id
-           AND (a.state IN ('registering', 'online', 'degraded')
+           AND (slot_is_active(a.state)
                 OR NOT EXISTS (SELECT 1 FROM runtime_node_attachments o
                                 WHERE o.node_id = a.node_id
-                                  AND o.state IN ('registering', 'online', 'degraded')))
+                                  AND slot_is_active(o.state)))
          WHERE a.session_id = p_session_id), '[]'::jsonb));
 END
 $fn$;

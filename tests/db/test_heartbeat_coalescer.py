@@ -17,6 +17,11 @@ import psycopg
 from control_plane.config import load_settings
 from control_plane.database import create_pool
 from control_plane.heartbeats import HeartbeatCoalescer
+from control_plane.metrics import process_registry
+
+
+def _counter(name: str) -> float:
+    return process_registry().get_sample_value(name) or 0.0
 
 
 def _fleet(db: psycopg.Connection, nodes: int) -> tuple[str, list[str]]:
@@ -45,20 +50,27 @@ def test_concurrent_beats_share_round_trips(database_url: str, db: psycopg.Conne
     digest = hashlib.sha256(token.encode()).digest()
     stranger = hashlib.sha256(secrets.token_bytes(16)).digest()
 
-    async def run() -> tuple[list[int], int, int]:
+    async def run() -> tuple[list[str | None], float, float]:
         pool = await create_pool(load_settings({"DATABASE_URL": database_url}))
         try:
-            coalescer = HeartbeatCoalescer(pool, max_batch=16, max_in_flight=1, linger=0.05)
+            coalescer = HeartbeatCoalescer(pool, max_batch=16, max_in_flight=1)
+            batches0 = _counter("control_plane_heartbeat_batches_total")
+            beats0 = _counter("control_plane_heartbeat_batch_beats_total")
             beats: list[Any] = [coalescer.beat(digest, node, "online") for node in nodes]
             beats.append(coalescer.beat(stranger, nodes[0], "online"))
             beats.append(coalescer.beat(digest, "coalescer-not-attached", "online"))
-            statuses = await asyncio.gather(*beats)
-            return list(statuses), coalescer.batches, coalescer.beats
+            verdicts = await asyncio.gather(*beats)
+            return (
+                list(verdicts),
+                _counter("control_plane_heartbeat_batches_total") - batches0,
+                _counter("control_plane_heartbeat_batch_beats_total") - beats0,
+            )
         finally:
             await pool.close()
 
-    statuses, batches, carried = asyncio.run(run())
-    assert statuses == [204] * len(nodes) + [401, 403]
+    verdicts, batches, carried = asyncio.run(run())
+    # One SQLSTATE per item: None accepted, CP401 unknown token, CP403 someone else's node.
+    assert verdicts == [None] * len(nodes) + ["CP401", "CP403"]
     assert carried == len(nodes) + 2
     # 42 beats enqueued at once with max_batch 16: three round trips, not 42.
     assert batches == 3
@@ -78,10 +90,10 @@ def test_a_database_fault_reaches_every_waiter(database_url: str) -> None:
         }
     )
 
-    async def run() -> list[BaseException | int]:
+    async def run() -> list[BaseException | str | None]:
         pool = await create_pool(settings)
         try:
-            coalescer = HeartbeatCoalescer(pool, max_batch=4, max_in_flight=1, linger=0.0)
+            coalescer = HeartbeatCoalescer(pool, max_batch=4, max_in_flight=1)
             beats = [coalescer.beat(b"\0" * 32, f"n{i}", "online") for i in range(10)]
             return list(await asyncio.gather(*beats, return_exceptions=True))
         finally:

@@ -66,12 +66,21 @@ def beat_witness(db: psycopg.Connection, node: str) -> None:
     )
 
 
-def wait_ready(client: httpx.Client, db: psycopg.Connection, node: str) -> httpx.Response:
+def wait_ready(
+    client: httpx.Client, db: psycopg.Connection, node: str, *, swept: bool = False
+) -> httpx.Response:
+    """/readyz once it answers 200 (and, with `swept`, once the sweep has run at least once:
+    during the app's first 75 s "ready" does not wait for pg_cron's first sweep, which may be up
+    to a minute away — a test that runs first in a random order would find none yet)."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while True:
         beat_witness(db, node)
         response = client.get("/readyz")
-        if response.status_code == 200 or time.monotonic() > deadline:
+        if response.status_code == 200 and (
+            not swept or (response.json().get("sweep") or {}).get("totalRuns", 0) >= 1
+        ):
+            return response
+        if time.monotonic() > deadline:
             return response
         time.sleep(POLL_SECONDS)
 
@@ -85,7 +94,7 @@ def test_healthz(client: httpx.Client) -> None:
 def test_readyz_ready_reports_the_sweep(
     client: httpx.Client, db: psycopg.Connection, witness: str
 ) -> None:
-    response = wait_ready(client, db, witness)
+    response = wait_ready(client, db, witness, swept=True)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ready"
@@ -149,6 +158,25 @@ def test_metrics_request_counts_by_route_template(client: httpx.Client) -> None:
     assert node not in response.text, "a raw path (node id) leaked into a label"
     latency = healthz.replace("_requests_total{", "_request_duration_seconds_count{")
     assert after[latency] == after[healthz], "one latency observation per request"
+
+
+def test_metrics_count_heartbeat_batches(client: httpx.Client) -> None:
+    """The coalescer's round trips and the beats they carried (beats per round trip)."""
+    before = scrape(client)
+    token = f"cpt_{secrets.token_urlsafe(32)}"  # unknown: the batch refuses it (CP401)
+    for _ in range(3):
+        response = client.post(
+            f"/v1/runtime-nodes/ops-{secrets.token_hex(4)}/heartbeat",
+            json={"healthState": "online"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 401, response.text
+    after = scrape(client)
+    batches = "control_plane_heartbeat_batches_total"
+    beats = "control_plane_heartbeat_batch_beats_total"
+    assert after[batches] - before.get(batches, 0) >= 1
+    assert after[beats] - before.get(beats, 0) >= 3
+    assert after[beats] >= after[batches]
 
 
 def test_metrics_database_gauges(client: httpx.Client, db: psycopg.Connection) -> None:
@@ -252,7 +280,9 @@ def two_workers(
 
 
 def test_metrics_add_up_across_workers(two_workers: str) -> None:
-    """Whichever worker answers the scrape, it reports every worker's requests."""
+    """Whichever worker answers the scrape, it reports every worker's requests. A request is
+    counted before its response's last byte leaves (the fixture's own /healthz probes too), so
+    the baseline is exact however soon it follows them."""
     requests = 40
     key = 'control_plane_http_requests_total{method="GET",route="/healthz",status="200"}'
     baseline = samples(httpx.get(f"{two_workers}/metrics", timeout=5).text).get(key, 0)
@@ -262,3 +292,14 @@ def test_metrics_add_up_across_workers(two_workers: str) -> None:
     for _ in range(6):
         text = httpx.get(f"{two_workers}/metrics", timeout=5).text
         assert samples(text)[key] == baseline + requests
+
+
+def test_a_request_is_counted_once_its_client_has_the_response(two_workers: str) -> None:
+    """Read-your-requests: a scrape that follows a response counts it, whichever worker served
+    either (was a race: the counter was incremented after the response had been sent, so a
+    scrape on the other worker could come first). Fresh connections spread over both workers."""
+    key = 'control_plane_http_requests_total{method="GET",route="/healthz",status="200"}'
+    for _ in range(50):
+        before = samples(httpx.get(f"{two_workers}/metrics", timeout=5).text).get(key, 0)
+        assert httpx.get(f"{two_workers}/healthz", timeout=5).status_code == 200
+        assert samples(httpx.get(f"{two_workers}/metrics", timeout=5).text)[key] == before + 1

@@ -7,7 +7,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 
-SELECT plan(180);
+SELECT plan(181);
 
 -- Columns and types ----------------------------------------------------------------------------
 SELECT has_schema('control_plane');
@@ -175,14 +175,14 @@ SELECT has_index('control_plane', 'runtime_node_attachments', 'runtime_node_atta
                  'the one-active-attachment index exists');
 SELECT index_is_unique('control_plane', 'runtime_node_attachments',
                        'runtime_node_attachments_one_active', 'and is unique');
-SELECT is((SELECT pg_get_expr(i.indpred, i.indrelid) ~ 'registering'
-                  AND pg_get_expr(i.indpred, i.indrelid) ~ 'online'
-                  AND pg_get_expr(i.indpred, i.indrelid) ~ 'degraded'
-                  AND pg_get_expr(i.indpred, i.indrelid) !~ 'offline'
-                  AND pg_get_expr(i.indpred, i.indrelid) !~ 'revoked'
+SELECT is((SELECT pg_get_expr(i.indpred, i.indrelid)
              FROM pg_index i
             WHERE i.indexrelid = 'control_plane.runtime_node_attachments_one_active'::regclass),
-          true, 'it is partial: only registering/online/degraded rows');
+          'slot_is_active(state)', 'it is partial, on the one active-slot predicate');
+SELECT is(ARRAY(SELECT st FROM unnest(ARRAY['registering', 'online', 'degraded', 'offline', 'revoked']) st
+                 WHERE control_plane.slot_is_active(st)),
+          ARRAY['registering', 'online', 'degraded'],
+          'active slots: registering/online/degraded, never offline or revoked');
 SELECT is((SELECT array_agg(a.attname::text ORDER BY k.ord)
              FROM pg_index i
              CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)

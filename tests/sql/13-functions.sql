@@ -21,7 +21,7 @@ INSERT INTO api_functions VALUES
     ('runtime_node_declare', ARRAY['bytea', 'text', 'jsonb'], 'jsonb'),
     ('runtime_node_update_capabilities', ARRAY['bytea', 'text', 'jsonb', 'text', 'text'], 'jsonb'),
     ('runtime_node_heartbeat', ARRAY['bytea', 'text', 'text'], 'void'),
-    ('runtime_node_heartbeat_batch', ARRAY['bytea[]', 'text[]', 'text[]'], 'smallint[]'),
+    ('runtime_node_heartbeat_batch', ARRAY['bytea[]', 'text[]', 'text[]'], 'text[]'),
     ('runtime_node_detach', ARRAY['bytea', 'text'], 'void'),
     ('runtime_node_roster', ARRAY['bytea', 'uuid'], 'jsonb'),
     ('runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'boolean'], 'void'),
@@ -49,6 +49,9 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                    -- A procedure that COMMITs may not carry a SET clause (PostgreSQL forbids
                    -- it): runtime_node_sweep_loop schema-qualifies every name instead.
                    AND p.prokind <> 'p'
+                   -- A SQL-standard body (slot_is_active) is bound at creation: no search_path
+                   -- applies, and a SET clause would stop the planner from inlining it.
+                   AND p.prosqlbody IS NULL
                    AND NOT coalesce(p.proconfig @> ARRAY['search_path=control_plane, pg_catalog, pg_temp'], false)
                  ORDER BY 1),
           ARRAY[]::text[],

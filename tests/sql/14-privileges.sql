@@ -5,7 +5,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = public, pg_catalog;
 
-SELECT plan(38);
+SELECT plan(40);
 
 -- The role itself -------------------------------------------------------------------------------
 SELECT has_role('control_plane_api', 'the API login role exists');
@@ -83,7 +83,7 @@ SELECT is(ARRAY(SELECT p.proname::text FROM pg_proc p
                 'admin_put_membership', 'admin_raise_floor', 'admin_revoke_token', 'ops_metrics',
                 'ops_status',
                 'runtime_node_attach', 'runtime_node_declare', 'runtime_node_detach',
-                'runtime_node_heartbeat', 'runtime_node_heartbeat_batch', 'runtime_node_revoke',
+                'runtime_node_heartbeat_batch', 'runtime_node_revoke',
                 'runtime_node_roster', 'runtime_node_update_capabilities'],
           'the API role may EXECUTE exactly the API functions of docs/design.md');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -95,6 +95,8 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
 SELECT is(has_function_privilege('control_plane_api', f, 'EXECUTE'), false,
           format('internal %s is not executable by the API role', f))
   FROM unnest(ARRAY['control_plane.caller_participant(bytea)',
+                    'control_plane.runtime_node_heartbeat(bytea, text, text)',
+                    'control_plane.slot_is_active(text)',
                     'control_plane.version_compare(text, text)',
                     'control_plane.version_below_floor(text, text)',
                     'control_plane.runtime_node_attachments_guard_immutable()']) f;

@@ -81,7 +81,7 @@ SELECT throws_ok(format($$SELECT pg_temp.beat('ann', 'n1', %L)$$, h), 'CP400',
   FROM unnest(ARRAY['offline', 'registering', 'revoked', NULL]) h;
 SELECT is(pg_temp.fp(), :'fp_403', 'refused beats changed nothing (401, 400)');
 
--- The batch: per-item verdicts, each item authorized with its own token -------------------------
+-- The batch: one SQLSTATE per item (NULL = accepted), each item authorized with its own token ----
 SELECT pg_temp.fp('runtime_node_presence') AS fp_before_batch \gset
 SELECT is(
     runtime_node_heartbeat_batch(
@@ -91,15 +91,15 @@ SELECT is(
               pg_temp.n('n2'), pg_temp.n('bobs'), pg_temp.n('gone'), pg_temp.n('n1')],
         ARRAY['online', 'degraded', 'online', 'online',
               'degraded', 'online', 'online', 'offline']),
-    ARRAY[204, 204, 403, 401, 204, 403, 403, 400]::smallint[],
-    'mixed callers: ann ok, bob ok, bob on ann''s node 403, bad token 401, ann dup ok, '
-    'viewer 403, offline slot 403, bad health 400');
+    ARRAY[NULL, NULL, 'CP403', 'CP401', NULL, 'CP403', 'CP403', 'CP400']::text[],
+    'mixed callers: ann ok, bob ok, bob on ann''s node CP403, bad token CP401, ann dup ok, '
+    'viewer CP403, offline slot CP403, bad health CP400');
 SELECT is(pg_temp.health('n2'), 'degraded', 'a node twice in one batch: the last item wins');
 SELECT is(pg_temp.health('bobs'), 'degraded', 'bob''s own beat was written with his health');
 SELECT is(pg_temp.health('n1'), 'online',
           'bob''s, the unknown token''s and the bad-health items did not write ann''s node');
 SELECT is(pg_temp.presence_rows('gone'), 0::bigint, 'the refused item wrote no presence');
-SELECT is(runtime_node_heartbeat_batch('{}', '{}', '{}'), '{}'::smallint[],
+SELECT is(runtime_node_heartbeat_batch('{}', '{}', '{}'), '{}'::text[],
           'an empty batch returns an empty verdict list');
 SELECT pg_temp.fp() AS fp_bad_batch \gset
 SELECT throws_ok(format($$SELECT control_plane.runtime_node_heartbeat_batch(ARRAY[%L::bytea], ARRAY[%L, %L], ARRAY['online'])$$,
@@ -118,7 +118,7 @@ SELECT is(
         array_fill(pg_temp.d('ann'), ARRAY[20]),
         (SELECT array_agg(pg_temp.n('m' || i) ORDER BY md5(i::text)) FROM generate_series(1, 20) i),
         array_fill('online'::text, ARRAY[20])),
-    array_fill(204::smallint, ARRAY[20]), 'a batch of 20 nodes in random order: all 204');
+    array_fill(NULL::text, ARRAY[20]), 'a batch of 20 nodes in random order: all accepted (NULL)');
 SELECT is((SELECT count(*) FROM runtime_node_presence
             WHERE node_id IN (SELECT pg_temp.n('m' || i) FROM generate_series(1, 20) i)
               AND health_state = 'online' AND last_heartbeat_at = now()),

@@ -28,7 +28,10 @@ SELECT ok(length(obj_description(sig::regprocedure, 'pg_proc')) > 100, format('%
   FROM api_fn;
 SELECT ok(has_function_privilege('control_plane_api', sig, 'EXECUTE'),
           format('control_plane_api may EXECUTE %s', sig))
-  FROM api_fn;
+  FROM api_fn WHERE sig <> 'control_plane.runtime_node_heartbeat(bytea,text,text)';
+SELECT ok(NOT has_function_privilege('control_plane_api',
+                                     'control_plane.runtime_node_heartbeat(bytea,text,text)', 'EXECUTE'),
+          'the single-beat function is for psql users: the app calls the batch, the API role may not');
 SELECT is((SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE oid = sig::regprocedure),
           'control_plane_owner', format('%s is owned by control_plane_owner', sig))
   FROM api_fn;
@@ -61,10 +64,10 @@ SELECT is(control_plane.runtime_node_declare(:'ann', :'n1', '{"a": 2}') ->> 'sta
           'as the API role: declare');
 SELECT is(control_plane.runtime_node_update_capabilities(:'ann', :'n1', '{"a": 3}', 'degraded', 'why') ->> 'state',
           'degraded', 'as the API role: capability update');
-SELECT lives_ok(format($$SELECT control_plane.runtime_node_heartbeat(%L, %L, 'online')$$, :'ann', :'n1'),
-                'as the API role: heartbeat');
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_heartbeat(%L, %L, 'online')$$, :'ann', :'n1'),
+                 '42501', NULL, 'as the API role: the single-beat function is not granted');
 SELECT is(control_plane.runtime_node_heartbeat_batch(ARRAY[:'ann'::bytea], ARRAY[:'n1'], ARRAY['online']),
-          '{204}'::smallint[], 'as the API role: batch heartbeat');
+          ARRAY[NULL]::text[], 'as the API role: batch heartbeat (NULL = accepted)');
 SELECT is(jsonb_array_length(control_plane.runtime_node_roster(:'bob', :'s1') -> 'nodes'), 1,
           'as the API role: roster');
 SELECT lives_ok(format($$SELECT control_plane.runtime_node_detach(%L, %L)$$, :'ann', :'n1'),
