@@ -40,11 +40,11 @@ async def call_on_primary(
             return await getattr(conn, method)(query, *args, **kw)
         except asyncpg.PostgresError as exc:
             if is_read_only(exc):
-                discard_read_only(pool, conn)
+                await discard_read_only(pool, conn)
             raise
 
 
-def discard_read_only(pool: asyncpg.Pool, conn: Any) -> None:
+async def discard_read_only(pool: asyncpg.Pool, conn: Any) -> None:
     log.warning("connected server is read-only (a standby): dropping its pooled connections")
     conn.terminate()  # released as closed: the pool opens a new one on the next acquire
-    pool.expire_connections()  # the others are replaced as they come back
+    await pool.expire_connections()  # the others are replaced as they come back

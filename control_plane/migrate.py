@@ -41,7 +41,8 @@ def _yoyo_url(url: str) -> str:
 def check_primary(conn: psycopg.Connection) -> None:
     """Migrations target the primary (contract §13): a standby would refuse the writes halfway
     through with `read-only transaction`, so say so before anything runs."""
-    if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    if row is not None and row[0]:
         where = f"{conn.info.host}:{conn.info.port}"
         sys.exit(
             f"migrate: {where} is a standby (read-only replica), not the primary. Point "
