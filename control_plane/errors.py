@@ -51,6 +51,7 @@ SQLSTATE_ERRORS: dict[str, ErrorKind] = {
     "CPC06": ErrorKind(
         409, "session.floor_lowering_forbidden", "The version floor may only be raised"
     ),
+    "CPG10": ErrorKind(410, "events.cursor_expired", "Event cursor expired"),
 }
 
 FORBIDDEN_ADMIN = ErrorKind(403, "auth.forbidden", "Forbidden")

@@ -119,7 +119,7 @@ class HeartbeatRequest(Body):
 
 
 class ReasonRequest(Body):
-    """Detach and revoke: an optional reason, accepted and not stored."""
+    """Detach and revoke: an optional reason, stored in the event (contract §9)."""
 
     reason: Reason | None = None
 
@@ -160,7 +160,15 @@ class Response_(msgspec.Struct, rename="camel"):
     """Base of response shapes."""
 
 
-class AttachResult(Response_):
+class AdvertisedTiming(Response_):
+    """contract §10: the settings at the moment of the write; daemons beat at the interval."""
+
+    heartbeat_interval_seconds: float
+    degraded_after_seconds: float
+    offline_after_seconds: float
+
+
+class AttachResult(AdvertisedTiming):
     attachment_id: UUID
     session_id: UUID
     node_id: NodeId
@@ -171,7 +179,7 @@ class AttachResult(Response_):
     attached_at: datetime
 
 
-class NodeStateResult(Response_):
+class NodeStateResult(AdvertisedTiming):
     node_id: NodeId
     state: SlotState
     updated_at: datetime
@@ -191,7 +199,40 @@ class RosterNode(Response_):
 
 
 class RosterResult(Response_):
+    revision: int  # the event id up to which `nodes` includes every event (contract §9)
     nodes: list[RosterNode]
+
+
+class RuntimeNodeEvent(Response_):
+    """One row of runtime_node_events (contract §9); absent values are null."""
+
+    id: int
+    at: datetime
+    session_id: UUID
+    node_id: NodeId
+    attachment_id: UUID
+    kind: Literal[
+        "attached",
+        "declared",
+        "capabilities_updated",
+        "state_changed",
+        "health_changed",
+        "detached",
+        "revoked",
+    ]
+    state: SlotState
+    previous_state: SlotState | None
+    health_state: HealthState | None
+    previous_health_state: HealthState | None
+    actor: Literal["daemon", "owner", "admin", "sweep"]
+    actor_participant_id: UUID | None
+    reason: str | None
+    capabilities: dict[str, Any] | None
+
+
+class EventsPage(Response_):
+    events: list[RuntimeNodeEvent]
+    next: int  # pass as `after` next time
 
 
 class ParticipantResult(Response_):

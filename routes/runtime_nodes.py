@@ -169,8 +169,11 @@ async def detach(request: Req, node_id: str) -> Response[None]:
     active it is a no-op 204. Never touches a revoked slot."""
     nid = path_node_id(node_id)
     digest = _digest(request)
-    await read_body(request, ReasonRequest, optional=True)  # reason: accepted, not stored
-    await pool_of(request).execute("SELECT control_plane.runtime_node_detach($1, $2)", digest, nid)
+    body = await read_body(request, ReasonRequest, optional=True)
+    # The reason is stored in the detached event (contract §9).
+    await pool_of(request).execute(
+        "SELECT control_plane.runtime_node_detach($1, $2, $3)", digest, nid, body.reason
+    )
     return no_content()
 
 
@@ -209,9 +212,15 @@ async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
     # The admin token is accepted here (and on /v1/admin) only; otherwise a participant token.
     as_admin = is_admin(authorization, settings_of(request).admin_token)
     digest = None if as_admin else participant_digest(authorization)
-    await read_body(request, ReasonRequest, optional=True)  # reason: accepted, not stored
+    body = await read_body(request, ReasonRequest, optional=True)
+    # The reason is stored in the revoked event (contract §9).
     await pool_of(request).execute(
-        "SELECT control_plane.runtime_node_revoke($1, $2, $3, $4)", digest, sid, nid, as_admin
+        "SELECT control_plane.runtime_node_revoke($1, $2, $3, $4, $5)",
+        digest,
+        sid,
+        nid,
+        as_admin,
+        body.reason,
     )
     return no_content()
 

@@ -3,7 +3,8 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_revoke(
     p_token_sha256 bytea,
     p_session_id uuid,
     p_node_id text,
-    p_as_admin boolean DEFAULT false
+    p_as_admin boolean DEFAULT false,
+    p_reason text DEFAULT NULL
 )
     RETURNS void
     LANGUAGE plpgsql
@@ -13,8 +14,12 @@ AS $fn$
 DECLARE
     v_caller uuid;
     v_id uuid;
+    v_owner uuid;
     v_state text;
+    v_health text;
+    v_active boolean;
 BEGIN
+    PERFORM check_reason(p_reason, 'reason');  -- CP400
     IF p_as_admin IS NOT TRUE THEN
         v_caller := caller_participant(p_token_sha256);  -- CP401
         -- Unknown session ≡ not a member ≡ inactive ≡ not an owner: one 403.
@@ -27,7 +32,7 @@ BEGIN
         END IF;
     END IF;
     -- FOR UPDATE conflicts with a heartbeat's KEY SHARE (see runtime_node_heartbeat_batch).
-    SELECT a.id, a.state INTO v_id, v_state
+    SELECT a.id, a.state, a.participant_id INTO v_id, v_state, v_owner
       FROM runtime_node_attachments a
      WHERE a.node_id = p_node_id AND a.session_id = p_session_id
        FOR UPDATE;
@@ -35,25 +40,38 @@ BEGIN
         RAISE EXCEPTION 'runtime node not found in this session' USING ERRCODE = 'CP404';
     END IF;
     IF v_state = 'revoked' THEN
-        RETURN;  -- terminal already: a no-op
+        RETURN;  -- terminal already: a no-op (no event)
     END IF;
     UPDATE runtime_node_attachments SET state = 'revoked', updated_at = now() WHERE id = v_id;
     -- Presence is the node's, not the slot's: only an active slot owns it.
-    IF slot_is_active(v_state) THEN
+    v_active := slot_is_active(v_state);
+    IF v_active THEN
+        SELECT p.health_state INTO v_health FROM runtime_node_presence p
+         WHERE p.node_id = p_node_id FOR UPDATE;
         UPDATE runtime_node_presence SET health_state = 'offline'
          WHERE node_id = p_node_id AND health_state <> 'offline';
     END IF;
+    -- Actor: admin; the node's own owner (daemon); or a session owner acting on another's node.
+    PERFORM runtime_node_events_append(ARRAY[ROW(
+        p_node_id, v_id, p_session_id, 'revoked', true, v_state, v_active, v_health,
+        CASE WHEN p_as_admin IS TRUE THEN 'admin'
+             WHEN v_caller = v_owner THEN 'daemon' ELSE 'owner' END,
+        CASE WHEN p_as_admin IS TRUE THEN NULL ELSE v_caller END,
+        p_reason, NULL)::runtime_node_event_draft]);
 END
 $fn$;
-COMMENT ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean) IS
-    'Revoke (contract §6.7). p_as_admin = true: admin authority (the HTTP tier checked the admin '
-    'token; the token digest may be NULL). Otherwise the token''s participant must be an active '
-    'member with role owner of the session, else CP403 ''permission denied'' (also for an unknown '
-    'session); unknown token → CP401. The node''s non-revoked attachment in that session becomes '
-    'revoked (terminal: never left, re-attach refused); if it was active, an existing presence row '
-    'goes offline. Already revoked → no-op. No attachment of that node in that session → CP404 '
-    '(runtimenode.not_found). Locks session_memberships FOR SHARE → the attachment FOR UPDATE → '
-    'presence.';
-REVOKE ALL ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean)
+COMMENT ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean, text) IS
+    'Revoke (contract §6.7, §9). p_reason NULL or 1-512 characters, not blank (else CP400). '
+    'p_as_admin = true: admin authority (the HTTP tier checked the admin token; the token digest '
+    'may be NULL). Otherwise the token''s participant must be an active member with role owner of '
+    'the session, else CP403 ''permission denied'' (also for an unknown session); unknown token → '
+    'CP401. The node''s non-revoked attachment in that session becomes revoked (terminal: never '
+    'left, re-attach refused); if it was active, an existing presence row goes offline; one '
+    'revoked event (actor admin, daemon when the session owner revokes their own node, else '
+    'owner; the reason). Already revoked → no-op, no event. No attachment of that node in that '
+    'session → CP404 (runtimenode.not_found). Locks session_memberships FOR SHARE → the '
+    'attachment FOR UPDATE → presence → the event lock.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean, text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION control_plane.runtime_node_revoke(bytea, uuid, text, boolean, text)
     TO control_plane_api;

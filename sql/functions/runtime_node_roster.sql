@@ -14,7 +14,9 @@ BEGIN
                       AND m.state = 'active') THEN
         RAISE EXCEPTION 'permission denied' USING ERRCODE = 'CP403';
     END IF;
-    RETURN jsonb_build_object('nodes', coalesce((
+    -- revision: read in the same snapshot as the nodes (a STABLE function's statements share
+    -- the calling query's snapshot), so the list includes exactly the events up to it.
+    RETURN jsonb_build_object('revision', runtime_node_events_revision(), 'nodes', coalesce((
         SELECT jsonb_agg(jsonb_build_object(
                    'attachmentId', a.id,
                    'nodeId', a.node_id,
@@ -41,13 +43,15 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS
-    'Roster (contract §6.6): {nodes: [{attachmentId, nodeId, participantId, state, healthState, '
-    'lastHeartbeatAt, readOnly, capabilities, clientVersion, attachedAt}]} — every attachment of '
-    'the session in all five states, ordered by attached_at, node_id. Caller: any active member '
-    '(any role), else CP403 ''permission denied'' (also for an unknown session); unknown token → '
-    'CP401. readOnly is derived against the session''s current floor. healthState and '
-    'lastHeartbeatAt are null when the node never beat; for an offline or revoked slot they are '
-    'shown only while the node is active in no session (presence is per node). Writes nothing, '
-    'takes no lock.';
+    'Roster (contract §6.6, §9): {revision, nodes: [{attachmentId, nodeId, participantId, state, '
+    'healthState, lastHeartbeatAt, readOnly, capabilities, clientVersion, attachedAt}]}. '
+    'revision is the event id up to which the listed state includes every event, read in the '
+    'same snapshot (list, then follow the feed after revision: nothing missed or applied twice). '
+    'nodes is every attachment of the session in all five states, ordered by attached_at, '
+    'node_id. Caller: any active member (any role), else CP403 ''permission denied'' (also for '
+    'an unknown session); unknown token → CP401. readOnly is derived against the session''s '
+    'current floor. healthState and lastHeartbeatAt are null when the node never beat; for an '
+    'offline or revoked slot they are shown only while the node is active in no session '
+    '(presence is per node). Writes nothing, takes no lock.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) TO control_plane_api;

@@ -80,10 +80,10 @@ SELECT is(ARRAY(SELECT p.proname::text FROM pg_proc p
                    AND has_function_privilege('control_plane_api', p.oid, 'EXECUTE')
                  ORDER BY 1),
           ARRAY['admin_create_participant', 'admin_create_session', 'admin_issue_token',
-                'admin_put_membership', 'admin_raise_floor', 'admin_revoke_token', 'ops_metrics',
-                'ops_status',
+                'admin_put_membership', 'admin_raise_floor', 'admin_revoke_token',
+                'admin_session_events', 'ops_metrics', 'ops_status',
                 'runtime_node_attach', 'runtime_node_declare', 'runtime_node_detach',
-                'runtime_node_heartbeat_batch', 'runtime_node_revoke',
+                'runtime_node_events_read', 'runtime_node_heartbeat_batch', 'runtime_node_revoke',
                 'runtime_node_roster', 'runtime_node_update_capabilities'],
           'the API role may EXECUTE exactly the API functions of docs/design.md');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p

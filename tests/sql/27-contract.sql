@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(64);
+SELECT plan(70);
 
 CREATE TEMP TABLE api_fn (sig text PRIMARY KEY);
 INSERT INTO api_fn VALUES
@@ -15,9 +15,10 @@ INSERT INTO api_fn VALUES
     ('control_plane.runtime_node_update_capabilities(bytea,text,jsonb,text,text)'),
     ('control_plane.runtime_node_heartbeat(bytea,text,text)'),
     ('control_plane.runtime_node_heartbeat_batch(bytea[],text[],text[])'),
-    ('control_plane.runtime_node_detach(bytea,text)'),
+    ('control_plane.runtime_node_detach(bytea,text,text)'),
+    ('control_plane.runtime_node_events_read(bytea,uuid,bigint,integer)'),
     ('control_plane.runtime_node_roster(bytea,uuid)'),
-    ('control_plane.runtime_node_revoke(bytea,uuid,text,boolean)');
+    ('control_plane.runtime_node_revoke(bytea,uuid,text,boolean,text)');
 
 SELECT ok((SELECT prosecdef FROM pg_proc WHERE oid = sig::regprocedure), format('%s is SECURITY DEFINER', sig))
   FROM api_fn;
