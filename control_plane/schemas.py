@@ -151,6 +151,10 @@ class RaiseFloorRequest(Body):
     min_client_version: Version | None
 
 
+class SessionStateRequest(Body):
+    state: SessionState
+
+
 # --- responses (documentation: the SQL functions build the exact JSON) -------------------------
 # Timestamps are `datetime` (JSON Schema `format: date-time`): PostgreSQL renders timestamptz in
 # jsonb as ISO 8601 with an offset, which every RFC 3339 parser reads.
@@ -262,6 +266,66 @@ class MembershipResult(Response_):
 class FloorResult(Response_):
     session_id: UUID
     min_client_version: Version
+
+
+# --- admin reads (contract §11) ------------------------------------------------------------------
+
+
+class ParticipantSummary(Response_):
+    participant_id: UUID
+    display_name: str | None
+    created_at: datetime
+
+
+class ParticipantPage(Response_):
+    items: list[ParticipantSummary]
+    next: UUID | None  # pass as `after` for the next page; null on the last page
+
+
+class TokenMetadata(Response_):
+    token_id: UUID
+    label: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ParticipantDetail(Response_):
+    participant_id: UUID
+    display_name: str | None
+    created_at: datetime
+    tokens: list[TokenMetadata]
+
+
+class SessionSummary(Response_):
+    session_id: UUID
+    state: SessionState
+    min_client_version: Version | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionPage(Response_):
+    items: list[SessionSummary]
+    next: UUID | None  # pass as `after` for the next page; null on the last page
+
+
+class SessionMember(Response_):
+    participant_id: UUID
+    display_name: str | None
+    role: MembershipRole
+    state: MembershipState
+    joined_at: datetime | None
+    updated_at: datetime
+
+
+class SessionDetail(Response_):
+    session_id: UUID
+    state: SessionState
+    min_client_version: Version | None
+    created_at: datetime
+    updated_at: datetime
+    members: list[SessionMember]
 
 
 # --- operations endpoints ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What every route module shares: the pool, settings, and documented error responses."""
+"""What every route module shares: the pools, settings, and documented error responses."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem
 
 
 def pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    """The API role's pool: every call made with a participant's token."""
     pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def admin_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    """The admin role's pool: only after the admin token was checked (control_plane.auth)."""
+    pool: asyncpg.Pool = request.app.state.admin_pool
     return pool
 
 
@@ -40,6 +47,7 @@ CAPABILITY_UPDATE_CONFLICT = errors.SQLSTATE_ERRORS["CPC03"]
 FLOOR_EXCEEDED = errors.SQLSTATE_ERRORS["CPC04"]
 SESSION_NOT_ACTIVE = errors.SQLSTATE_ERRORS["CPC05"]
 FLOOR_LOWERING_FORBIDDEN = errors.SQLSTATE_ERRORS["CPC06"]
+STATE_TRANSITION_FORBIDDEN = errors.SQLSTATE_ERRORS["CPC07"]
 TOO_LARGE = errors.TOO_LARGE
 UNSUPPORTED_MEDIA_TYPE = errors.UNSUPPORTED_MEDIA_TYPE
 UNAVAILABLE = errors.UNAVAILABLE
@@ -62,6 +70,8 @@ EXAMPLE_DETAILS = {
     FLOOR_EXCEEDED.code: "client version 1.4 is below the session's minimum client version 1.6",
     SESSION_NOT_ACTIVE.code: "the session is not active",
     FLOOR_LOWERING_FORBIDDEN.code: "the client version floor may only be raised",
+    STATE_TRANSITION_FORBIDDEN.code: "session state may only move forward (provisioning → "
+    "active → archived → closed): archived → active is refused",
     TOO_LARGE.code: "request body exceeds 64 KiB",
     UNSUPPORTED_MEDIA_TYPE.code: "the request body must be application/json",
     UNAVAILABLE.code: "the database is unavailable; retry later",

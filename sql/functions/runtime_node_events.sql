@@ -275,7 +275,7 @@ COMMENT ON FUNCTION control_plane.admin_session_events(uuid, bigint, integer) IS
     'without a participant token; unknown session → CPN04 (not_found).';
 REVOKE ALL ON FUNCTION control_plane.admin_session_events(uuid, bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.admin_session_events(uuid, bigint, integer)
-    TO control_plane_api;
+    TO control_plane_admin;
 
 -- Retention: deletes, oldest first, the events older than settings.event_retention, at most
 -- p_max_rows per call (pg_cron calls it every minute). DELETE by id range rather than dropping

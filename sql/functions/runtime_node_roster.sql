@@ -1,19 +1,13 @@
 -- contract §6.6: every attachment of a session, for any active member. Reads only, takes no lock.
-CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster(p_token_sha256 bytea, p_session_id uuid)
+-- The roster itself is runtime_node_roster_of; runtime_node_roster (a member's token, the API
+-- role) and admin_session_roster (the admin role, contract §11) decide who may read it.
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster_of(p_session_id uuid)
     RETURNS jsonb
     LANGUAGE plpgsql
-    STABLE SECURITY DEFINER
+    STABLE
     SET search_path = control_plane, pg_catalog, pg_temp
 AS $fn$
-DECLARE
-    v_caller uuid;
 BEGIN
-    v_caller := caller_participant(p_token_sha256);  -- CP401
-    IF NOT EXISTS (SELECT 1 FROM session_memberships m
-                    WHERE m.session_id = p_session_id AND m.participant_id = v_caller
-                      AND m.state = 'active') THEN
-        RAISE EXCEPTION 'permission denied' USING ERRCODE = 'CP403';
-    END IF;
     -- revision: read in the same snapshot as the nodes (a STABLE function's statements share
     -- the calling query's snapshot), so the list includes exactly the events up to it.
     RETURN jsonb_build_object('revision', runtime_node_events_revision(), 'nodes', coalesce((
@@ -40,6 +34,31 @@ BEGIN
                                 WHERE o.node_id = a.node_id
                                   AND slot_is_active(o.state)))
          WHERE a.session_id = p_session_id), '[]'::jsonb));
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.runtime_node_roster_of(uuid) IS
+    'Internal: the roster of a session (contract §6.6, §9), for callers that already decided the '
+    'caller may read it: {revision, nodes: [{attachmentId, nodeId, participantId, state, '
+    'healthState, lastHeartbeatAt, readOnly, capabilities, clientVersion, attachedAt}]} — every '
+    'attachment in all five states, ordered by attached_at, node_id; revision read in the same '
+    'snapshot. Not granted to any role.';
+
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster(p_token_sha256 bytea, p_session_id uuid)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_caller uuid;
+BEGIN
+    v_caller := caller_participant(p_token_sha256);  -- CP401
+    IF NOT EXISTS (SELECT 1 FROM session_memberships m
+                    WHERE m.session_id = p_session_id AND m.participant_id = v_caller
+                      AND m.state = 'active') THEN
+        RAISE EXCEPTION 'permission denied' USING ERRCODE = 'CP403';
+    END IF;
+    RETURN runtime_node_roster_of(p_session_id);
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS

@@ -255,7 +255,12 @@ def two_workers(
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("PROMETHEUS_MULTIPROC_DIR", "CONTROL_PLANE_API_DATABASE_URL")
+        if k
+        not in (
+            "PROMETHEUS_MULTIPROC_DIR",
+            "CONTROL_PLANE_API_DATABASE_URL",
+            "CONTROL_PLANE_ADMIN_DATABASE_URL",
+        )
     }
     env.update(DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2")
     with open(log, "wb") as out:

@@ -232,7 +232,7 @@ SELECT throws_ok($$SELECT pg_temp.revoke('bob', 's1', 'r1')$$, 'CP403', 'permiss
                  'a collaborator may not revoke');
 SELECT throws_ok($$SELECT pg_temp.revoke('own', 's1', 'nope')$$, 'CP404', NULL, 'no such node');
 SELECT is(pg_temp.fp(), :'fp7', 'refused revokes write no event');
-SELECT control_plane.runtime_node_revoke(pg_temp.d('own'), pg_temp.s('s1'), pg_temp.n('r1'), false,
+SELECT control_plane.runtime_node_revoke(pg_temp.d('own'), pg_temp.s('s1'), pg_temp.n('r1'),
                                          'compromised') \g /dev/null
 SELECT is(pg_temp.axes(pg_temp.last('r1')),
           ARRAY['revoked', 'registering', 'revoked', 'degraded', 'offline', 'owner'],
