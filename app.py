@@ -12,12 +12,15 @@ from litestar.datastructures import State
 from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_admin_pool, create_pool
+from control_plane.feed import CoalescedReads, FeedHub
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.methods import ControlPlaneApp
 from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_contract, document_request_bodies, openapi_config
 from routes.admin import admin_router
+from routes.bench import bench_routes
+from routes.events import shared_fetch
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
 
@@ -36,14 +39,34 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_batch=settings.heartbeat_max_batch,
             max_in_flight=settings.heartbeat_max_in_flight,
         )
+        # One LISTEN connection per worker wakes the change feed's waiting requests.
+        app.state.feed = FeedHub(settings)
+        app.state.feed.start()
+        # Followers woken together share one read, made with the first one's own credential;
+        # only followers whose own authorization is fresh are handed its results
+        # (routes/events.py).
+        api_pool, admin_pool = app.state.pool, app.state.admin_pool
+        app.state.feed_reads = CoalescedReads(
+            lambda session, after, digest: shared_fetch(
+                api_pool, admin_pool, session, after, digest
+            )
+        )
 
     async def close_pool(app: Litestar) -> None:
+        await app.state.feed.close()
         # Each waits for its in-flight calls: a drained shutdown.
         await app.state.pool.close()
         await app.state.admin_pool.close()
 
     app = ControlPlaneApp(
-        route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
+        route_handlers=[
+            admin_router,
+            runtime_node_router,
+            healthz,
+            readyz,
+            metrics,
+            *bench_routes(settings),
+        ],
         middleware=[MetricsMiddleware],
         on_startup=[open_pool, tune_gc],  # tune_gc last: the app is built by then
         on_shutdown=[close_pool],

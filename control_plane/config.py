@@ -95,6 +95,12 @@ class Settings:
     # What `make run` shows: start-up (the URL), shutdown, errors; one line per request on demand.
     log_level: str = _env("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info")
     access_log: bool = _env("ACCESS_LOG", _flag, False)
+    # Change feed (contract §9; control_plane/feed.py): the SSE keep-alive comment and
+    # re-authorization interval (at most 15 s), and the per-worker cap on waiting requests.
+    feed_keepalive_seconds: int = _env("FEED_KEEPALIVE_SECONDS", _integer(1, 15), 15)
+    feed_max_waiters: int = _env("FEED_MAX_WAITERS", _integer(1, 1_000_000), 10_000)
+    # Bench-only routes (routes/bench.py), never in the product's route table by default.
+    bench_routes: bool = _env("CONTROL_PLANE_BENCH_ROUTES", _flag, False)
 
     @property
     def api_password_file(self) -> Path:

@@ -204,8 +204,15 @@ _NOT_INHERITED = (
 class ServerProcess:
     """`python -m control_plane.serve` as a child process, with its log captured to a file."""
 
-    def __init__(self, database_url: str, admin_token: str | None, log_path: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        database_url: str,
+        admin_token: str | None,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
@@ -218,6 +225,7 @@ class ServerProcess:
         )
         if admin_token is not None:
             env["CONTROL_PLANE_ADMIN_TOKEN"] = admin_token
+        env.update(extra_env or {})
         self._log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "control_plane.serve"],
@@ -258,9 +266,15 @@ class ServerProcess:
 
 
 def start_server(
-    database_url: str, admin_token: str | None, tmp_dir: Path, name: str
+    database_url: str,
+    admin_token: str | None,
+    tmp_dir: Path,
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> ServerProcess:
-    server = ServerProcess(database_url, admin_token, tmp_dir / f"{name}.log")
+    """A started server; `port` reuses a port (a restart at the same address)."""
+    server = ServerProcess(database_url, admin_token, tmp_dir / f"{name}.log", extra_env, port)
     server.wait_ready()
     return server
 
