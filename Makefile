@@ -8,7 +8,8 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 
-.PHONY: help venv run test _test migrate db-prove _db-prove db-stop db-psql db-status lint lock bench drills clean
+.PHONY: help venv run test _test migrate db-prove _db-prove db-stop db-psql db-status lint lock bench drills clean \
+	ha-up ha-down ha-drill
 
 help:
 	@echo "make run     - install what is missing, migrate, serve the API (HOST/PORT/DATABASE_URL)"
@@ -18,6 +19,7 @@ help:
 	echo "make lint    - ruff, mypy --strict, shellcheck, plpgsql_check (fails on any finding)"
 	echo "make lock    - re-resolve requirements.lock (exact versions) from pyproject.toml"
 	echo "make db-psql | db-status | db-stop | bench | drills | clean"
+	echo "make ha-up | ha-down | ha-drill - Patroni/etcd/HAProxy topology on loopback (docs/deploy.md)"
 
 venv:
 	@bash scripts/venv.sh
@@ -111,6 +113,17 @@ drills: venv
 	if [[ -f drills/run.sh ]]; then exec bash drills/run.sh
 	elif [[ -f drills/__main__.py ]]; then exec $(PY) -m drills
 	else echo "no reliability drills yet (drills/run.sh)" >&2; exit 1; fi
+
+# High availability on one machine (docs/deploy.md); as root. ha-down keeps the data
+# (`bash scripts/ha/ha.sh delete` removes it).
+ha-up: venv
+	@bash scripts/ha/ha.sh up
+
+ha-down:
+	@bash scripts/ha/ha.sh down
+
+ha-drill: venv
+	@bash scripts/ha/drill.sh
 
 # Keeps the run cluster's data and the admin token; deletes the throw-away test cluster.
 clean:

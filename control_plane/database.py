@@ -16,6 +16,7 @@ import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
 from control_plane.config import Settings
+from control_plane.failover import call_on_primary
 
 log = logging.getLogger("control_plane")
 
@@ -226,22 +227,32 @@ class DeadlinePool(asyncpg.Pool):
     cancelled and finishes, or terminates its connection, whenever the server answers.
     """
 
+    # Each call runs on one connection through failover.call_on_primary, which discards a
+    # connection that turns out to be on a read-only server (a demoted or not-yet-promoted
+    # member) instead of handing it out again.
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
-        return await _within_deadline(super().execute(query, *args, timeout=timeout))
+        result: str = await _within_deadline(
+            call_on_primary(self, "execute", query, *args, timeout=timeout)
+        )
+        return result
 
     async def fetch(self, query: str, *args: Any, timeout: float | None = None, **kw: Any) -> Any:
-        return await _within_deadline(super().fetch(query, *args, timeout=timeout, **kw))
+        return await _within_deadline(
+            call_on_primary(self, "fetch", query, *args, timeout=timeout, **kw)
+        )
 
     async def fetchrow(
         self, query: str, *args: Any, timeout: float | None = None, **kw: Any
     ) -> Any:
-        return await _within_deadline(super().fetchrow(query, *args, timeout=timeout, **kw))
+        return await _within_deadline(
+            call_on_primary(self, "fetchrow", query, *args, timeout=timeout, **kw)
+        )
 
     async def fetchval(
         self, query: str, *args: Any, column: int = 0, timeout: float | None = None
     ) -> Any:
         return await _within_deadline(
-            super().fetchval(query, *args, column=column, timeout=timeout)
+            call_on_primary(self, "fetchval", query, *args, column=column, timeout=timeout)
         )
 
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
 from control_plane.config import SQL_DIR, Settings, load_settings
@@ -29,10 +31,26 @@ from control_plane.database import ADMIN_ROLE, API_ROLE
 
 
 def _yoyo_url(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+    """yoyo's URL for the same libpq parameters: every one of them (several hosts,
+    target_session_attrs, TLS, ...) goes in the query string, which yoyo hands to psycopg as
+    keyword arguments (yoyo's own URL parser takes one host only)."""
+    params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    dbname = params.pop("dbname", "")
+    return f"postgresql+psycopg:///{quote(dbname)}?{urlencode(params)}"
+
+
+def check_primary(conn: psycopg.Connection) -> None:
+    """Migrations target the primary (contract §13): a standby would refuse the writes halfway
+    through with `read-only transaction`, so say so before anything runs."""
+    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    if row is not None and row[0]:
+        where = f"{conn.info.host}:{conn.info.port}"
+        sys.exit(
+            f"migrate: {where} is a standby (read-only replica), not the primary. Point "
+            "DATABASE_URL at the primary: list every member with target_session_attrs=read-write "
+            "(postgresql://user@host1:5432,host2:5432/db?target_session_attrs=read-write) or "
+            "use a proxy that follows the primary."
+        )
 
 
 def _scalar(conn: psycopg.Connection, query: str) -> str | None:
@@ -127,6 +145,7 @@ def ensure_login_passwords(conn: psycopg.Connection, settings: Settings) -> None
 def main() -> None:
     settings = load_settings()
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        check_primary(conn)
         check_pg_cron(conn)
     applied = apply_migrations(settings.database_url)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:

@@ -63,14 +63,18 @@ async def readiness_reasons(request: Req) -> tuple[list[str], dict[str, Any]]:
             raw = await conn.fetchval(
                 "SELECT control_plane.ops_status()", timeout=PROBE_TIMEOUT_SECONDS
             )
-    except CONNECTION_ERRORS:
-        return ["database unreachable"], {}
+    except CONNECTION_ERRORS as exc:
+        # With several hosts and target_session_attrs=read-write (or a proxy that follows the
+        # primary), "unreachable" means no member currently accepts writes.
+        return [f"database unreachable: no primary reachable ({type(exc).__name__})"], {}
     except asyncpg.UndefinedFunctionError:
         return ["schema behind: control_plane.ops_status() is missing"], {}
     except asyncpg.PostgresError as exc:
         return [f"database status unavailable: {exc.sqlstate}"], {}
     status = json.loads(raw)
     reasons: list[str] = []
+    if status.get("inRecovery"):
+        reasons.append("no primary reachable: the connected server is a standby (read-only)")
     applied = set(status.get("migrations") or [])
     missing = [m for m in expected_migrations() if m not in applied]
     if missing:

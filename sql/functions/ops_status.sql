@@ -46,13 +46,16 @@ BEGIN
     END IF;
     RETURN jsonb_build_object(
         'migrations', coalesce(v_migrations, '[]'),
-        'sweep', ops_sweep_status()
+        'sweep', ops_sweep_status(),
+        -- A standby answers reads but no write (failover in progress, or a proxy/URL that
+        -- reached the wrong member): /readyz reports "no primary reachable".
+        'inRecovery', pg_is_in_recovery()
     );
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.ops_status() IS
-    'Operations, cheap (for /readyz): applied migration ids and the sweep state (mode, last run, '
-    'age, interval). Reads single rows only — never scans the node tables; writes nothing.';
+    'Operations, cheap (for /readyz): applied migration ids, the sweep state (mode, last run, '
+    'age, interval) and inRecovery (true on a standby). Reads single rows only — never scans the node tables; writes nothing.';
 GRANT EXECUTE ON FUNCTION control_plane.ops_status() TO control_plane_api;
 
 CREATE OR REPLACE FUNCTION control_plane.ops_metrics()

@@ -25,7 +25,17 @@ BEGIN
           FROM runtime_node_attachments a
          WHERE a.node_id = p_node_id AND slot_is_active(a.state);
         IF NOT FOUND THEN
-            RETURN;  -- nothing active: a no-op
+            -- Nothing active: a no-op. It still locks the caller's own (inactive) slots of this
+            -- node: a row lock is WAL-logged, so the commit waits for the synchronous standby
+            -- like a real detach (a transaction that wrote no WAL commits without waiting, even
+            -- with a transaction id). The 204 of a retry must not acknowledge an earlier attempt
+            -- that committed locally but is not replicated yet (its client got a 503 when the
+            -- pool's deadline cancelled the wait). docs/deploy.md §5. KEY SHARE: compatible
+            -- with heartbeats, queued behind a concurrent detach or revoke of the same slot.
+            PERFORM 1 FROM runtime_node_attachments a
+             WHERE a.node_id = p_node_id AND a.participant_id = v_caller
+               FOR KEY SHARE;
+            RETURN;
         END IF;
         IF v_owner <> v_caller THEN
             -- Not the owner: an active member of that session may see the node (403); anyone

@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 SET LOCAL timezone = 'UTC';
 
-SELECT plan(36);
+SELECT plan(37);
 
 CREATE TEMP TABLE cron_version AS
 SELECT string_to_array(regexp_replace(extversion, '[^0-9.].*$', ''), '.')::integer[]
@@ -98,7 +98,10 @@ UPDATE sweep_state
        mode = 'stall_hold', resumed_at = now() - interval '1 minute',
        stall_since = now() - interval '30 seconds';
 SELECT is((SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(ops_status()) k),
-          ARRAY['migrations', 'sweep'], 'ops_status: migrations and sweep only (no counts)');
+          ARRAY['inRecovery', 'migrations', 'sweep'],
+          'ops_status: migrations, sweep and inRecovery only (no counts)');
+SELECT is((ops_status() ->> 'inRecovery')::boolean, false,
+          'ops_status: inRecovery is false on a primary (true on a standby: no primary reachable)');
 SELECT ok(ops_status() -> 'migrations' ? '0002-sweep-schedule',
           'ops_status lists the applied migrations');
 SELECT is(ops_status() #>> '{sweep,mode}', 'stall_hold', 'ops_status exposes the guard mode');
