@@ -16,6 +16,7 @@ from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_request_bodies
+from control_plane.overload import start_overload_protection, stop_overload_protection
 from routes.admin import admin_router
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
@@ -33,9 +34,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.pool,
             max_batch=settings.heartbeat_max_batch,
             max_in_flight=settings.heartbeat_max_in_flight,
+            max_queued=settings.heartbeat_max_queued,
         )
+        start_overload_protection(app, settings)
 
     async def close_pool(app: Litestar) -> None:
+        await stop_overload_protection(app)
         await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
 
     app = Litestar(

@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from control_plane.config import ConfigError, load_settings
+from control_plane.connection_limits import GuardedHttpTools
 from control_plane.database import ConnectionConfigError, api_connect_kwargs
 from control_plane.metrics import prepare_multiprocess
 from control_plane.preflight import require_free_port, service_url
@@ -35,7 +36,8 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpTools,  # httptools + header/body deadlines, connection limit
+        timeout_keep_alive=settings.http_keepalive_timeout_s,
         access_log=settings.access_log,
         log_level=settings.log_level,
         backlog=4096,

@@ -8,11 +8,25 @@ import asyncpg
 from litestar import Request
 from litestar.openapi.datastructures import ResponseSpec
 
+from control_plane.admission import Admission, AdmittedPool, classify
 from control_plane.config import Settings
 from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem
 
 
-def pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+def pool_of(request: Request[Any, Any, Any]) -> AdmittedPool:
+    """The pool as this request may use it: the caller's rate checked (429 when over it), each
+    call admitted within the request's class (503 when the class is saturated); see
+    control_plane/admission.py. Call it once per request."""
+    state = request.app.state
+    request_class = classify(request.scope.get("path_template") or "", request.method)
+    if request_class is not None:
+        state.rate_limits.check(request_class, request.headers.get("authorization"))
+    admission: Admission = state.admission
+    return admission.pool_for(state.pool, request_class)
+
+
+def raw_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    """The pool itself, for the operations endpoints (they bound their own calls)."""
     return request.app.state.pool
 
 
@@ -29,8 +43,9 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
         404: "not_found / runtimenode.not_found",
         409: "conflict (see the code)",
         413: "request.too_large",
+        429: "request.rate_limited (Retry-After)",
         415: "request.unsupported_media_type",
-        503: "service.unavailable (Retry-After)",
+        503: "service.unavailable: database unavailable or service overloaded (Retry-After)",
     }
     return {
         status: ResponseSpec(

@@ -26,7 +26,7 @@ from control_plane.schemas import (
 from routes._common import pool_of, problems, settings_of
 
 Req = Request[Any, Any, Any]
-_ADMIN_ERRORS = (400, 401, 403, 413, 415, 503)
+_ADMIN_ERRORS = (400, 401, 403, 413, 415, 429, 503)
 
 
 def _authorize(request: Req) -> None:

@@ -14,7 +14,7 @@ from control_plane.config import SQL_DIR
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.http import encode_json
 from control_plane.metrics import CONTENT_TYPE, DatabaseMetrics, render
-from routes._common import pool_of
+from routes._common import raw_pool_of
 
 Req = Request[Any, Any, Any]
 
@@ -49,7 +49,7 @@ async def readiness_reasons(request: Req) -> tuple[list[str], dict[str, Any]]:
 
     One call to the cheap `ops_status()` (single-row reads; never counts nodes)."""
     try:
-        async with pool_of(request).acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
+        async with raw_pool_of(request).acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
             raw = await conn.fetchval(
                 "SELECT control_plane.ops_status()", timeout=PROBE_TIMEOUT_SECONDS
             )
@@ -104,5 +104,5 @@ async def metrics(request: Req) -> Response[bytes]:
     database: DatabaseMetrics | None = state.get("database_metrics")
     if database is None:
         database = state["database_metrics"] = DatabaseMetrics()
-    await database.refresh(pool_of(request))
+    await database.refresh(raw_pool_of(request))
     return Response(render(database), media_type=CONTENT_TYPE, headers=NO_STORE)

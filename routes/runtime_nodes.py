@@ -36,6 +36,7 @@ from routes._common import pool_of, problems, settings_of
 
 Req = Request[Any, Any, Any]
 _BODY_ERRORS = (400, 401, 403, 413, 415, 503)
+_LIMITED = 429  # every route but the heartbeat (control_plane/rate_limit.py)
 
 
 def _digest(request: Req) -> bytes:
@@ -46,7 +47,7 @@ def _digest(request: Req) -> bytes:
     "/sessions/{session_id:str}/runtime-nodes",
     status_code=200,
     request_body_doc=AttachRequest,
-    responses=problems(*_BODY_ERRORS, 409),
+    responses=problems(*_BODY_ERRORS, 409, _LIMITED),
 )
 async def attach(request: Req, session_id: str) -> Response[AttachResult]:
     sid = path_uuid(session_id, "sessionId")
@@ -68,7 +69,7 @@ async def attach(request: Req, session_id: str) -> Response[AttachResult]:
     "/runtime-nodes/{node_id:str}/declaration",
     status_code=200,
     request_body_doc=DeclarationRequest,
-    responses=problems(*_BODY_ERRORS, 409),
+    responses=problems(*_BODY_ERRORS, 409, _LIMITED),
 )
 async def declare(request: Req, node_id: str) -> Response[NodeStateResult]:
     nid = path_node_id(node_id)
@@ -86,7 +87,7 @@ async def declare(request: Req, node_id: str) -> Response[NodeStateResult]:
 @put(
     "/runtime-nodes/{node_id:str}/capabilities",
     request_body_doc=CapabilityUpdateRequest,
-    responses=problems(*_BODY_ERRORS, 409),
+    responses=problems(*_BODY_ERRORS, 409, _LIMITED),
 )
 async def update_capabilities(request: Req, node_id: str) -> Response[NodeStateResult]:
     nid = path_node_id(node_id)
@@ -126,7 +127,7 @@ async def heartbeat(request: Req, node_id: str) -> Response[None]:
     "/runtime-nodes/{node_id:str}/detach",
     status_code=204,
     request_body_doc=ReasonRequest,
-    responses=problems(*_BODY_ERRORS),
+    responses=problems(*_BODY_ERRORS, _LIMITED),
 )
 async def detach(request: Req, node_id: str) -> Response[None]:
     nid = path_node_id(node_id)
@@ -136,7 +137,7 @@ async def detach(request: Req, node_id: str) -> Response[None]:
     return no_content()
 
 
-@get("/sessions/{session_id:str}/runtime-nodes", responses=problems(400, 401, 403, 503))
+@get("/sessions/{session_id:str}/runtime-nodes", responses=problems(400, 401, 403, 503, _LIMITED))
 async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     sid = path_uuid(session_id, "sessionId")
     digest = _digest(request)
@@ -150,7 +151,7 @@ async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     "/sessions/{session_id:str}/runtime-nodes/{node_id:str}/revoke",
     status_code=204,
     request_body_doc=ReasonRequest,
-    responses=problems(*_BODY_ERRORS, 404),
+    responses=problems(*_BODY_ERRORS, 404, _LIMITED),
 )
 async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
     sid = path_uuid(session_id, "sessionId")
