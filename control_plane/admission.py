@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,14 +71,16 @@ def classify(path_template: str, method: str) -> RequestClass | None:
     return RequestClass.WRITE
 
 
-def shed(request_class: RequestClass | str) -> DomainError:
+def shed(
+    request_class: RequestClass | str, base: int = SHED_RETRY_AFTER_BASE_SECONDS
+) -> DomainError:
     """The 503 for a request refused for want of capacity (counted by class)."""
     count_shed(str(request_class))
-    return DomainError(
-        errors.UNAVAILABLE,
-        SHED_DETAIL,
-        {"Retry-After": retry_after(SHED_RETRY_AFTER_BASE_SECONDS)},
-    )
+    return DomainError(errors.UNAVAILABLE, SHED_DETAIL, {"Retry-After": retry_after(base)})
+
+
+# The most a shed request is told to wait (uniform over [base, 2 × base]).
+MAX_SHED_RETRY_AFTER_BASE_SECONDS = 30
 
 
 class Gate:
@@ -85,7 +88,10 @@ class Gate:
     for at most `wait` seconds; anyone beyond is shed. A released slot is handed straight to the
     oldest waiter (no thundering herd, no barging)."""
 
-    __slots__ = ("name", "limit", "queue", "wait", "in_flight", "_waiters")
+    __slots__ = (
+        "name", "limit", "queue", "wait", "in_flight", "_waiters",
+        "_window", "_served", "_shed", "_served_before", "_shed_before",
+    )  # fmt: skip
 
     def __init__(self, name: RequestClass, limit: int, queue: int, wait: float) -> None:
         self.name = name
@@ -94,17 +100,51 @@ class Gate:
         self.wait = wait
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[bool]] = deque()
+        # Admitted and shed requests in this second and the one before (for retry_base).
+        self._window = 0
+        self._served = self._shed = self._served_before = self._shed_before = 0
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def full(self) -> bool:
+        """No slot and no queue place: a request now would be shed (checked early, before
+        its body is read, by refusals.RefuseEarlyMiddleware)."""
+        return self.in_flight >= self.limit and len(self._waiters) >= self.queue
+
+    def refuse(self) -> DomainError:
+        self._tick(shed=1)
+        return shed(self.name, self.retry_base())
+
+    def retry_base(self) -> int:
+        """The Retry-After base for a shed request: demand over capacity in the last second
+        (shed / admitted), so that the refused spread their retries over about the time the
+        class needs to serve them — a fleet returning at once comes back over a minute, not in
+        waves that are refused again. 1 s when barely over, at most 30 s."""
+        ratio = max(self._shed, self._shed_before) / max(1, self._served, self._served_before)
+        return max(
+            SHED_RETRY_AFTER_BASE_SECONDS, min(MAX_SHED_RETRY_AFTER_BASE_SECONDS, round(ratio))
+        )
+
+    def _tick(self, served: int = 0, shed: int = 0) -> None:
+        second = int(time.monotonic())
+        if second != self._window:
+            recent = second == self._window + 1
+            self._served_before = self._served if recent else 0
+            self._shed_before = self._shed if recent else 0
+            self._served = self._shed = 0
+            self._window = second
+        self._served += served
+        self._shed += shed
+
     async def __aenter__(self) -> None:
         if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
+            self._tick(served=1)
             return
         if len(self._waiters) >= self.queue:
-            raise shed(self.name)
+            raise self.refuse()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._waiters.append(future)
@@ -122,7 +162,8 @@ class Gate:
             timer.cancel()
         if not granted:  # waited `wait` seconds without a slot
             self._forget(future)
-            raise shed(self.name)
+            raise self.refuse()
+        self._tick(served=1)
 
     async def __aexit__(
         self,

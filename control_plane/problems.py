@@ -142,7 +142,7 @@ def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response
     if exc.detail == CLIENT_DISCONNECTED:
         # The client went away mid-body (or the connection guard closed it at the body
         # deadline): nobody hears this answer; it is no server error.
-        log.info("client disconnected before sending the whole body")
+        log.debug("client disconnected before sending the whole body")
         return problem_response(errors.INVALID, "the request body was not received in full")
     log.error("HTTP exception %s: %s", status, exc.detail)
     return problem_response(errors.INTERNAL, "internal error")

@@ -20,15 +20,10 @@ dropped, and if none is idle all are (a flood of random tokens cannot grow memor
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 
-from control_plane import errors
 from control_plane.admission import RequestClass
 from control_plane.config import Settings
-from control_plane.errors import DomainError
-from control_plane.overload_metrics import count_rate_limited
-from control_plane.problems import retry_after
 
 MAX_KEYS = 100_000
 
@@ -87,17 +82,10 @@ class RateLimits:
             for name, rate in rates.items()
         }
 
-    def check(self, request_class: RequestClass, authorization: str | None) -> None:
-        """Raise the 429 when this credential is over its rate for this class."""
+    def wait(self, request_class: RequestClass, authorization: bytes) -> float:
+        """0.0 when this credential may make one more request of this class now, else the
+        seconds until it may."""
         buckets = self.classes.get(request_class)
-        if buckets is None or not authorization:
-            return  # unlimited, or refused as unauthenticated without a database call
-        key = hashlib.sha256(authorization.encode()).digest()
-        wait = buckets.take(key, time.monotonic())
-        if wait > 0.0:
-            count_rate_limited(str(request_class))
-            raise DomainError(
-                errors.RATE_LIMITED,
-                f"too many {request_class} requests for this token; retry later",
-                {"Retry-After": retry_after(max(1, math.ceil(wait)))},
-            )
+        if buckets is None:
+            return 0.0
+        return buckets.take(hashlib.sha256(authorization).digest(), time.monotonic())

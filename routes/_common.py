@@ -11,18 +11,20 @@ from litestar.openapi.datastructures import ResponseSpec
 from control_plane.admission import Admission, AdmittedPool, classify
 from control_plane.config import Settings
 from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem
+from control_plane.refusals import RefuseEarlyMiddleware
 
 
 def pool_of(request: Request[Any, Any, Any]) -> AdmittedPool:
-    """The pool as this request may use it: the caller's rate checked (429 when over it), each
-    call admitted within the request's class (503 when the class is saturated); see
-    control_plane/admission.py. Call it once per request."""
+    """The pool as this request may use it: each call admitted within the request's class
+    (503 when the class is saturated; control_plane/admission.py)."""
     state = request.app.state
     request_class = classify(request.scope.get("path_template") or "", request.method)
-    if request_class is not None:
-        state.rate_limits.check(request_class, request.headers.get("authorization"))
     admission: Admission = state.admission
     return admission.pool_for(state.pool, request_class)
+
+
+# On every route but the heartbeat: rate and capacity checked first (control_plane/refusals.py).
+REFUSE_EARLY: list[Any] = [RefuseEarlyMiddleware]
 
 
 def raw_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:

@@ -23,7 +23,7 @@ from control_plane.schemas import (
     SessionResult,
     TokenResult,
 )
-from routes._common import pool_of, problems, settings_of
+from routes._common import REFUSE_EARLY, pool_of, problems, settings_of
 
 Req = Request[Any, Any, Any]
 _ADMIN_ERRORS = (400, 401, 403, 413, 415, 429, 503)
@@ -134,4 +134,5 @@ admin_router = Router(
         raise_floor,
     ],
     tags=["admin"],
+    middleware=REFUSE_EARLY,
 )

@@ -32,7 +32,7 @@ from control_plane.schemas import (
     ReasonRequest,
     RosterResult,
 )
-from routes._common import pool_of, problems, settings_of
+from routes._common import REFUSE_EARLY, pool_of, problems, settings_of
 
 Req = Request[Any, Any, Any]
 _BODY_ERRORS = (400, 401, 403, 413, 415, 503)
@@ -48,6 +48,7 @@ def _digest(request: Req) -> bytes:
     status_code=200,
     request_body_doc=AttachRequest,
     responses=problems(*_BODY_ERRORS, 409, _LIMITED),
+    middleware=REFUSE_EARLY,
 )
 async def attach(request: Req, session_id: str) -> Response[AttachResult]:
     sid = path_uuid(session_id, "sessionId")
@@ -70,6 +71,7 @@ async def attach(request: Req, session_id: str) -> Response[AttachResult]:
     status_code=200,
     request_body_doc=DeclarationRequest,
     responses=problems(*_BODY_ERRORS, 409, _LIMITED),
+    middleware=REFUSE_EARLY,
 )
 async def declare(request: Req, node_id: str) -> Response[NodeStateResult]:
     nid = path_node_id(node_id)
@@ -88,6 +90,7 @@ async def declare(request: Req, node_id: str) -> Response[NodeStateResult]:
     "/runtime-nodes/{node_id:str}/capabilities",
     request_body_doc=CapabilityUpdateRequest,
     responses=problems(*_BODY_ERRORS, 409, _LIMITED),
+    middleware=REFUSE_EARLY,
 )
 async def update_capabilities(request: Req, node_id: str) -> Response[NodeStateResult]:
     nid = path_node_id(node_id)
@@ -128,6 +131,7 @@ async def heartbeat(request: Req, node_id: str) -> Response[None]:
     status_code=204,
     request_body_doc=ReasonRequest,
     responses=problems(*_BODY_ERRORS, _LIMITED),
+    middleware=REFUSE_EARLY,
 )
 async def detach(request: Req, node_id: str) -> Response[None]:
     nid = path_node_id(node_id)
@@ -137,7 +141,11 @@ async def detach(request: Req, node_id: str) -> Response[None]:
     return no_content()
 
 
-@get("/sessions/{session_id:str}/runtime-nodes", responses=problems(400, 401, 403, 503, _LIMITED))
+@get(
+    "/sessions/{session_id:str}/runtime-nodes",
+    responses=problems(400, 401, 403, 503, _LIMITED),
+    middleware=REFUSE_EARLY,
+)
 async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     sid = path_uuid(session_id, "sessionId")
     digest = _digest(request)
@@ -152,6 +160,7 @@ async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     status_code=204,
     request_body_doc=ReasonRequest,
     responses=problems(*_BODY_ERRORS, 404, _LIMITED),
+    middleware=REFUSE_EARLY,
 )
 async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
     sid = path_uuid(session_id, "sessionId")
