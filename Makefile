@@ -8,14 +8,16 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 
-.PHONY: help venv run test _test migrate db-prove _db-prove db-stop db-psql db-status lint bench drills clean
+.PHONY: help venv run test _test migrate db-prove _db-prove db-stop db-psql db-status lint lock bench drills clean
 
 help:
 	@echo "make run     - install what is missing, migrate, serve the API (HOST/PORT/DATABASE_URL)"
 	echo "make test    - install what is missing, fresh test cluster, pg_prove tests/sql, pytest"
 	echo "make migrate - migrate the run database (or DATABASE_URL)"
 	echo "make db-prove [FILE=tests/sql/20-attach.sql] - pg_prove on the test cluster (or DATABASE_URL)"
-	echo "make lint | db-psql | db-status | db-stop | bench | drills | clean"
+	echo "make lint    - ruff, mypy --strict, shellcheck, plpgsql_check (fails on any finding)"
+	echo "make lock    - re-resolve requirements.lock (exact versions) from pyproject.toml"
+	echo "make db-psql | db-status | db-stop | bench | drills | clean"
 
 venv:
 	@bash scripts/venv.sh
@@ -88,8 +90,13 @@ db-psql:
 	url="$$(bash scripts/local-db.sh up run)"
 	exec "$$bindir/psql" "$$url"
 
+# ruff, mypy --strict, shellcheck, plpgsql_check (scripts/lint.sh); uses the test cluster.
 lint: venv
-	@.venv/bin/ruff check .
+	@exec bash scripts/lint.sh
+
+# Re-resolve requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade to take new versions).
+lock: venv
+	@exec bash scripts/lock.sh
 
 # The suites bring their own environment handling (they may call scripts/env.sh).
 bench: venv

@@ -7,15 +7,15 @@ import time
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 
 from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_pool
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
+from control_plane.methods import ControlPlaneApp
 from control_plane.metrics import MetricsMiddleware
-from control_plane.openapi import document_request_bodies
+from control_plane.openapi import document_contract, document_request_bodies, openapi_config
 from control_plane.overload import start_overload_protection, stop_overload_protection
 from routes.admin import admin_router
 from routes.ops import healthz, metrics, readyz
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await stop_overload_protection(app)
         await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
 
-    app = Litestar(
+    app = ControlPlaneApp(
         route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
         middleware=[MetricsMiddleware],
         on_startup=[open_pool, tune_gc],  # tune_gc last: the app is built by then
@@ -50,11 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({"settings": settings, "started_monotonic": time.monotonic()}),
         request_max_body_size=MAX_BODY_BYTES,
         exception_handlers=problems.exception_handlers(),
-        openapi_config=OpenAPIConfig(
-            title="Runtime-node control plane",
-            version="1.0.0",
-            path="/schema",
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
-    return document_request_bodies(app)
+    return document_contract(document_request_bodies(app))

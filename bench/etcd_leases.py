@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 def main() -> None:
     url, count = urlsplit(sys.argv[1]), int(sys.argv[2])
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
     for _ in range(count):
         conn.request("POST", "/v3/lease/grant", body='{"TTL": 600}')
         reply = json.loads(conn.getresponse().read())

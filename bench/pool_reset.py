@@ -11,15 +11,19 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
 from control_plane.config import load_settings
 from control_plane.database import _no_reset, api_connect_kwargs
 
+Reset = Callable[[asyncpg.Connection], Awaitable[None]]
 
-async def _rate(reset: object, seconds: float, kwargs: dict[str, object]) -> float:
-    extra = {} if reset is None else {"reset": reset}
+
+async def _rate(reset: Reset | None, seconds: float, kwargs: dict[str, Any]) -> float:
+    extra: dict[str, Any] = {} if reset is None else {"reset": reset}
     pool = await asyncpg.create_pool(min_size=1, max_size=1, **extra, **kwargs)
     try:
         calls, deadline = 0, time.perf_counter() + seconds

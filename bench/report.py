@@ -26,7 +26,8 @@ from control_plane.config import load_settings
 def _json_line(path: Path) -> dict[str, Any]:
     for line in path.read_text().splitlines():
         if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON ") :])
+            doc: dict[str, Any] = json.loads(line[len("BENCH_JSON ") :])
+            return doc
     raise SystemExit(f"{path}: no BENCH_JSON line")
 
 
@@ -372,9 +373,9 @@ def main() -> None:
     (args.results / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     with (args.results / "history.jsonl").open("a") as history:
         history.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    text = table(doc)
-    (args.results / "latest.txt").write_text(text + "\n")
-    print(text)
+    printed = table(doc)
+    (args.results / "latest.txt").write_text(printed + "\n")
+    print(printed)
     print(
         f"\nwritten: {args.results}/latest.json (table: latest.txt), appended to "
         f"{args.results}/history.jsonl"

@@ -142,11 +142,11 @@ wrk_phase() {  # NAME CONNECTIONS DURATION SCRIPT URL [ARGS...]
 }
 
 start_app() {  # extra environment as NAME=VALUE arguments
-  local i
+  local _
   env "$@" HOST=127.0.0.1 PORT="$PORT" setsid "$PY" -m control_plane.serve >"$WORK/app.log" 2>&1 &
   APP_PID=$!
   export BENCH_APP_PID=$APP_PID
-  for i in $(seq 150); do
+  for _ in $(seq 150); do
     curl -sf "$BASE/healthz" >/dev/null 2>&1 && return 0
     kill -0 "$APP_PID" 2>/dev/null || { cat "$WORK/app.log" >&2; die "the app exited"; }
     sleep 0.1
@@ -155,9 +155,9 @@ start_app() {  # extra environment as NAME=VALUE arguments
 }
 
 stop_app() {
-  local i
+  local _
   kill -TERM -- "-$APP_PID" 2>/dev/null || kill -TERM "$APP_PID" 2>/dev/null || true
-  for i in $(seq 100); do kill -0 "$APP_PID" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 100); do kill -0 "$APP_PID" 2>/dev/null || break; sleep 0.1; done
   kill -KILL -- "-$APP_PID" 2>/dev/null || true
   wait "$APP_PID" 2>/dev/null || true
   APP_PID=''
@@ -236,7 +236,7 @@ etcd --name bench --data-dir "$WORK/etcd" --log-level error --logger zap \
   --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
   --initial-cluster "bench=http://127.0.0.1:$((ETCD_PORT + 10))" >"$WORK/etcd.log" 2>&1 &
 ETCD_PID=$!
-for i in $(seq 100); do
+for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1 && break
   kill -0 "$ETCD_PID" 2>/dev/null || { cat "$WORK/etcd.log" >&2; die "etcd exited"; }
   sleep 0.1

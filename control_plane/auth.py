@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from enum import StrEnum
 
 from control_plane import errors
 from control_plane.errors import DomainError
@@ -47,3 +48,21 @@ def require_admin(authorization: str | None, admin_token: str | None) -> None:
         raise DomainError(errors.UNAUTHENTICATED, "missing admin bearer token")
     if not is_admin(authorization, admin_token):
         raise DomainError(errors.FORBIDDEN_ADMIN, "the admin API needs the admin token")
+
+
+class Auth(StrEnum):
+    """Which bearer token a route takes, declared once per router or handler with `auth_opt`;
+    the OpenAPI document's `security` is derived from it (control_plane/openapi.py)."""
+
+    NONE = "none"  # operations endpoints
+    ADMIN = "admin"  # CONTROL_PLANE_ADMIN_TOKEN
+    PARTICIPANT = "participant"  # a token issued by the admin API
+    ADMIN_OR_PARTICIPANT = "admin_or_participant"  # revoke: a session owner or the admin
+
+
+AUTH_OPT_KEY = "auth"
+
+
+def auth_opt(auth: Auth) -> dict[str, Auth]:
+    """The `opt` entry declaring a router's or handler's credentials (handler beats router)."""
+    return {AUTH_OPT_KEY: auth}

@@ -26,14 +26,12 @@ class ErrorKind:
     detail: str | None = None
 
 
-UNAUTHENTICATED = ErrorKind(
-    401,
-    "auth.unauthenticated",
-    "Unauthenticated",
-    "missing, unknown, expired or revoked bearer token",
-)
+# The constant details of the uniform refusals (see the module docstring).
+UNAUTHENTICATED_DETAIL = "missing, unknown, expired or revoked bearer token"
+PERMISSION_DENIED_DETAIL = "permission denied"
+UNAUTHENTICATED = ErrorKind(401, "auth.unauthenticated", "Unauthenticated", UNAUTHENTICATED_DETAIL)
 PERMISSION_DENIED = ErrorKind(
-    403, "runtimenode.permission_denied", "Permission denied", "permission denied"
+    403, "runtimenode.permission_denied", "Permission denied", PERMISSION_DENIED_DETAIL
 )
 INVALID = ErrorKind(400, "request.invalid", "Invalid request")
 NOT_FOUND = ErrorKind(404, "not_found", "Not found")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -19,10 +18,15 @@ T = TypeVar("T")
 JSON_MEDIA_TYPE = "application/json"
 
 
-@cache
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
 def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
-    # Strict: no string-to-number coercion; unknown fields are rejected by the structs.
-    return msgspec.json.Decoder(type_, strict=True)
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        # Strict: no string-to-number coercion; unknown fields are rejected by the structs.
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_, strict=True)
+    return decoder
 
 
 def _is_json(content_type: str | None) -> bool:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from control_plane.schemas import HEALTH_STATES, SLOT_STATES
+from control_plane.schemas import HEALTH_STATES, SLOT_STATES, SWEEP_MODES
 
 if TYPE_CHECKING:
     import asyncpg
@@ -49,7 +49,6 @@ DB_CACHE_SECONDS = 2.0
 DB_TIMEOUT_SECONDS = 2.0
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-SWEEP_MODES = ("normal", "gap_grace", "stall_hold")
 # Heartbeats answer in about a millisecond: resolve the low end finely.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -86,7 +85,9 @@ class _ProcessMetrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output, nobody reads them
+        # No *_created series: they double the output, nobody reads them. (The function has no
+        # annotations in prometheus_client.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         target = None if _multiprocess_mode() else self.registry
         self.requests = Counter(

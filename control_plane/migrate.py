@@ -34,15 +34,21 @@ def _yoyo_url(url: str) -> str:
     return url
 
 
+def _scalar(conn: psycopg.Connection, query: str) -> str | None:
+    row = conn.execute(query).fetchone()
+    value: str | None = row[0] if row else None
+    return value
+
+
 def check_pg_cron(conn: psycopg.Connection) -> None:
-    preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+    preload = _scalar(conn, "SHOW shared_preload_libraries") or ""
     if "pg_cron" not in [lib.strip() for lib in preload.split(",")]:
         sys.exit(
             "pg_cron is not preloaded on this server: add shared_preload_libraries = 'pg_cron' "
             "and cron.database_name = '<this database>' to postgresql.conf and restart it."
         )
-    cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]
-    this_db = conn.execute("SELECT current_database()").fetchone()[0]
+    cron_db = _scalar(conn, "SELECT current_setting('cron.database_name', true)")
+    this_db = _scalar(conn, "SELECT current_database()")
     if (cron_db or "postgres") != this_db:
         sys.exit(
             f"pg_cron runs in database {cron_db or 'postgres'!r}, not {this_db!r}: set "

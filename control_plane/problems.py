@@ -20,6 +20,7 @@ from litestar.types import ExceptionHandlersMap
 from control_plane import errors
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.errors import DomainError, ErrorKind, SqlStateRefusal
+from control_plane.methods import complete_allow
 
 log = logging.getLogger("control_plane")
 
@@ -128,9 +129,10 @@ def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response
     if isinstance(exc, NotFoundException) or status == 404:
         return problem_response(errors.NOT_FOUND, "no such resource")
     if isinstance(exc, MethodNotAllowedException) or status == 405:
-        return problem_response(
-            errors.METHOD_NOT_ALLOWED, "method not allowed", exc.headers or None
-        )
+        headers = dict(exc.headers or {})
+        if "allow" in headers:  # the router's list lacks HEAD (served for GET: methods.py)
+            headers["allow"] = complete_allow(headers["allow"])
+        return problem_response(errors.METHOD_NOT_ALLOWED, "method not allowed", headers or None)
     if status == 413:
         return problem_response(errors.TOO_LARGE, "request body exceeds 64 KiB")
     if status == 415:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
@@ -35,8 +36,10 @@ SelfReportedHealth = Literal["online", "degraded"]  # a daemon may never report 
 SessionState = Literal["provisioning", "active", "archived", "closed"]
 MembershipRole = Literal["owner", "collaborator", "runtime_contributor", "viewer"]
 MembershipState = Literal["pending", "active", "suspended", "revoked"]
+SweepMode = Literal["normal", "gap_grace", "stall_hold"]
 SLOT_STATES: tuple[str, ...] = get_args(SlotState)
 HEALTH_STATES: tuple[str, ...] = get_args(HealthState)
+SWEEP_MODES: tuple[str, ...] = get_args(SweepMode)
 Capabilities = dict[str, Any]
 
 
@@ -149,6 +152,8 @@ class RaiseFloorRequest(Body):
 
 
 # --- responses (documentation: the SQL functions build the exact JSON) -------------------------
+# Timestamps are `datetime` (JSON Schema `format: date-time`): PostgreSQL renders timestamptz in
+# jsonb as ISO 8601 with an offset, which every RFC 3339 parser reads.
 
 
 class Response_(msgspec.Struct, rename="camel"):
@@ -158,31 +163,31 @@ class Response_(msgspec.Struct, rename="camel"):
 class AttachResult(Response_):
     attachment_id: UUID
     session_id: UUID
-    node_id: str
+    node_id: NodeId
     participant_id: UUID
     state: SlotState
     read_only: bool
-    client_version: str
-    attached_at: str
+    client_version: Version
+    attached_at: datetime
 
 
 class NodeStateResult(Response_):
-    node_id: str
+    node_id: NodeId
     state: SlotState
-    updated_at: str
+    updated_at: datetime
 
 
 class RosterNode(Response_):
     attachment_id: UUID
-    node_id: str
+    node_id: NodeId
     participant_id: UUID
     state: SlotState
     health_state: HealthState | None
-    last_heartbeat_at: str | None
+    last_heartbeat_at: datetime | None
     read_only: bool
     capabilities: dict[str, Any]
-    client_version: str
-    attached_at: str
+    client_version: Version
+    attached_at: datetime
 
 
 class RosterResult(Response_):
@@ -196,23 +201,54 @@ class ParticipantResult(Response_):
 class TokenResult(Response_):
     token_id: UUID
     token: str
-    expires_at: str | None
+    expires_at: datetime | None
 
 
 class SessionResult(Response_):
     session_id: UUID
-    state: str
-    min_client_version: str | None
+    state: SessionState
+    min_client_version: Version | None
 
 
 class MembershipResult(Response_):
     session_id: UUID
     participant_id: UUID
-    role: str
-    state: str
-    joined_at: str | None
+    role: MembershipRole
+    state: MembershipState
+    joined_at: datetime | None
 
 
 class FloorResult(Response_):
     session_id: UUID
-    min_client_version: str
+    min_client_version: Version
+
+
+# --- operations endpoints ---------------------------------------------------------------------
+
+
+class HealthResult(Response_):
+    status: Literal["ok"]
+
+
+class SweepStatus(Response_):
+    """The liveness sweep's last run and outage-guard mode (`control_plane.sweep_state`)."""
+
+    mode: SweepMode
+    last_started_at: datetime | None
+    last_finished_at: datetime | None
+    age_seconds: float | None
+    last_duration_ms: float | None
+    last_transitions: int
+    total_runs: int
+    total_transitions: int
+    resumed_at: datetime | None
+    stall_since: datetime | None
+    interval_seconds: float
+
+
+class ReadinessResult(Response_):
+    """`status` is `ready` with no reasons (200) or `not ready` with at least one (503)."""
+
+    status: Literal["ready", "not ready"]
+    reasons: list[str]
+    sweep: SweepStatus | None  # null when the database could not be read

@@ -17,13 +17,14 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from drills import app_down, fuzz, noisy, races, restart, slow, soak, storm
 from drills.harness import Cluster, Context, Verdict, log, wait_database
 
-Drill = Callable[[Context], Awaitable[Verdict]]
+Drill = Callable[[Context], Coroutine[Any, Any, Verdict]]
 
 # Order matters for the time budget. pg_cron < 1.5 starts its sweep loop on the minute, after the
 # cluster starts and again after each restart: the restart drills run their sweep explicitly and

@@ -61,7 +61,7 @@ class Outcome:
         return (
             self.status == 503
             and self.code == "service.unavailable"
-            and bool(self.retry_after)
+            and self.retry_after is not None
             and self.retry_after.isdigit()
         )
 

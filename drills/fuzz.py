@@ -21,6 +21,7 @@ import secrets
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TypedDict
 
 from drills import seed
 from drills.harness import REPO_ROOT, Context, Verdict, connect, log
@@ -106,6 +107,16 @@ async def drill(ctx: Context) -> Verdict:
     return verdict
 
 
+class _RunResult(TypedDict):
+    exit: int
+    cases: int
+    failures: int
+    errors: int
+    tool_errors: int
+    summary: str
+    report: Path
+
+
 async def _run(
     binary: str,
     base_url: str,
@@ -114,7 +125,7 @@ async def _run(
     seed_value: int,
     work_dir: Path,
     config: Path,
-) -> dict[str, object]:
+) -> _RunResult:
     junit = work_dir / f"fuzz-{label}.xml"
     output = work_dir / f"fuzz-{label}.txt"
     args = [
@@ -154,7 +165,9 @@ async def _run(
     return {
         "exit": code,
         "cases": int(cases.group(1)) if cases else 0,
-        **counts,
+        "failures": counts["failures"],
+        "errors": counts["errors"],
+        "tool_errors": counts["tool_errors"],
         "summary": summary.strip("= "),
         "report": output,
     }

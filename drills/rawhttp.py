@@ -87,7 +87,7 @@ class RawPool:
                         reader, writer = await asyncio.wait_for(
                             asyncio.open_connection(self._host, self._port), CLIENT_TIMEOUT
                         )
-                    assert reader is not None
+                    assert reader is not None and writer is not None
                     try:
                         writer.write(item.request)
                         outcome = await asyncio.wait_for(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TypedDict
 
 from drills import fleet, seed
 from drills.harness import FAST_TIMINGS, Context, Verdict, connect, log, sweep_state, timings
@@ -228,7 +229,13 @@ async def _probe(http: fleet.Client, rec: fleet.Recorder, until: Callable[[], bo
         await asyncio.sleep(1.0)
 
 
-def _sweep_now(url: str, node_ids: list[str]) -> dict[str, object]:
+class _Swept(TypedDict):
+    offline: int
+    mode: str
+    resumed: bool
+
+
+def _sweep_now(url: str, node_ids: list[str]) -> _Swept:
     with connect(url) as conn:
         rows = conn.execute(
             "SELECT node_id, health_state FROM control_plane.runtime_node_sweep()"

@@ -146,7 +146,7 @@ async def _run(
         for o in rec.outcomes
         if not o.ok and (o.code or str(o.status)) not in ALLOWED.get(o.op, set())
     )
-    beats = rec.latencies.get("heartbeat", [])
+    beat_latencies = rec.latencies.get("heartbeat", [])
     transitions = after["total_transitions"] - before["total_transitions"]
     runs = after["total_runs"] - before["total_runs"]
     bad_health = max((s.get("degraded", 0) + s.get("offline", 0) for s in samples), default=0)
@@ -155,9 +155,9 @@ async def _run(
         nodes=NODES,
         seconds=SECONDS,
         requests=sum(rec.counts.values()),
-        beats=len(beats),
-        beat_p50_ms=round(1000 * fleet.percentile(beats, 0.5), 1),
-        beat_p99_ms=round(1000 * fleet.percentile(beats, 0.99), 1),
+        beats=len(beat_latencies),
+        beat_p50_ms=round(1000 * fleet.percentile(beat_latencies, 0.5), 1),
+        beat_p99_ms=round(1000 * fleet.percentile(beat_latencies, 0.99), 1),
         churn_ops=sum(n for (op, _), n in rec.counts.items() if op != "heartbeat"),
         floor_refusals=sum(n for (_, c), n in rec.counts.items() if c == "version.floor_exceeded"),
         unexpected=sum(unexpected.values()),

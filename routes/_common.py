@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
 from litestar import Request
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 
+from control_plane import errors
 from control_plane.admission import Admission, AdmittedPool, classify
 from control_plane.config import Settings
+from control_plane.errors import ErrorKind
 from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem
 from control_plane.refusals import RefuseEarlyMiddleware
 
@@ -23,35 +28,105 @@ def pool_of(request: Request[Any, Any, Any]) -> AdmittedPool:
     return admission.pool_for(state.pool, request_class)
 
 
+def raw_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    """The pool itself, for the operations endpoints (they bound their own calls)."""
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
 # On every route but the heartbeat: rate and capacity checked first (control_plane/refusals.py).
 REFUSE_EARLY: list[Any] = [RefuseEarlyMiddleware]
 
 
-def raw_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
-    """The pool itself, for the operations endpoints (they bound their own calls)."""
-    return request.app.state.pool
-
-
 def settings_of(request: Request[Any, Any, Any]) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the problem responses an operation can return."""
-    descriptions = {
-        400: "request.invalid",
-        401: "auth.unauthenticated",
-        403: "runtimenode.permission_denied / auth.forbidden",
-        404: "not_found / runtimenode.not_found",
-        409: "conflict (see the code)",
-        413: "request.too_large",
-        429: "request.rate_limited (Retry-After)",
-        415: "request.unsupported_media_type",
-        503: "service.unavailable: database unavailable or service overloaded (Retry-After)",
-    }
+# The problem kinds routes document, named as the routes think of them.
+INVALID = errors.INVALID
+UNAUTHENTICATED = errors.UNAUTHENTICATED
+FORBIDDEN_ADMIN = errors.FORBIDDEN_ADMIN
+PERMISSION_DENIED = errors.SQLSTATE_ERRORS["CP403"]
+NOT_FOUND = errors.NOT_FOUND
+NODE_NOT_FOUND = errors.SQLSTATE_ERRORS["CP404"]
+ATTACH_CONFLICT = errors.SQLSTATE_ERRORS["CPC01"]
+ATTACH_REVOKED = errors.SQLSTATE_ERRORS["CPC02"]
+CAPABILITY_UPDATE_CONFLICT = errors.SQLSTATE_ERRORS["CPC03"]
+FLOOR_EXCEEDED = errors.SQLSTATE_ERRORS["CPC04"]
+SESSION_NOT_ACTIVE = errors.SQLSTATE_ERRORS["CPC05"]
+FLOOR_LOWERING_FORBIDDEN = errors.SQLSTATE_ERRORS["CPC06"]
+TOO_LARGE = errors.TOO_LARGE
+UNSUPPORTED_MEDIA_TYPE = errors.UNSUPPORTED_MEDIA_TYPE
+UNAVAILABLE = errors.UNAVAILABLE
+RATE_LIMITED = errors.RATE_LIMITED
+# Every operation with a JSON body can be refused for its size, media type and syntax.
+BODY_PROBLEMS = (INVALID, TOO_LARGE, UNSUPPORTED_MEDIA_TYPE)
+
+# A typical `detail` per code, as the service words it (SQL functions, problems.py), for the
+# document's examples.
+EXAMPLE_DETAILS = {
+    INVALID.code: "Object missing required field `nodeId`",
+    UNAUTHENTICATED.code: errors.UNAUTHENTICATED_DETAIL,
+    FORBIDDEN_ADMIN.code: "the admin API needs the admin token",
+    PERMISSION_DENIED.code: errors.PERMISSION_DENIED_DETAIL,
+    NOT_FOUND.code: "session not found",
+    NODE_NOT_FOUND.code: "runtime node not found in this session",
+    ATTACH_CONFLICT.code: 'runtime node "build-box-7" is already attached',
+    ATTACH_REVOKED.code: 'runtime node "build-box-7" may not be attached to this session again',
+    CAPABILITY_UPDATE_CONFLICT.code: "only a capability declaration brings a registering node "
+    "online",
+    FLOOR_EXCEEDED.code: "client version 1.4 is below the session's minimum client version 1.6",
+    SESSION_NOT_ACTIVE.code: "the session is not active",
+    FLOOR_LOWERING_FORBIDDEN.code: "the client version floor may only be raised",
+    TOO_LARGE.code: "request body exceeds 64 KiB",
+    UNSUPPORTED_MEDIA_TYPE.code: "the request body must be application/json",
+    UNAVAILABLE.code: "the database is unavailable; retry later",
+    RATE_LIMITED.code: "too many requests for this token; retry later",
+}
+
+
+def problems(
+    *kinds: ErrorKind | int, details: dict[str, str] | None = None
+) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problems an operation can answer: one response per status, with
+    an example of each code (`details` overrides an example's `detail`). Name the kinds; a bare
+    status stands for every code of that status in control_plane/errors.py."""
+    by_status: dict[int, dict[str, ErrorKind]] = defaultdict(dict)
+    for item in kinds:
+        for kind in _kinds_of_status(item) if isinstance(item, int) else (item,):
+            by_status[kind.status][kind.code] = kind
     return {
         status: ResponseSpec(
-            Problem, description=descriptions.get(status, "problem"), media_type=PROBLEM_MEDIA_TYPE
+            Problem,
+            description=f"{HTTPStatus(status).phrase}: "
+            + ", ".join(f"`{code}`" for code in sorted(codes))
+            + (" (with `Retry-After`)" if status in (429, 503) else ""),
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+            examples=[
+                _example(kind, (details or {}).get(kind.code)) for _, kind in sorted(codes.items())
+            ],
         )
-        for status in statuses
+        for status, codes in sorted(by_status.items())
     }
+
+
+def _kinds_of_status(status: int) -> list[ErrorKind]:
+    every = [k for k in vars(errors).values() if isinstance(k, ErrorKind)]
+    every += errors.SQLSTATE_ERRORS.values()
+    found = {kind.code: kind for kind in every if kind.status == status}
+    return list(found.values()) or [ErrorKind(status, "problem", HTTPStatus(status).phrase)]
+
+
+def _example(kind: ErrorKind, detail: str | None) -> Example:
+    return Example(
+        summary=kind.code,
+        value={
+            "type": f"urn:control-plane:problem:{kind.code}",
+            "title": kind.title,
+            "status": kind.status,
+            "detail": detail or EXAMPLE_DETAILS.get(kind.code, kind.title),
+            "code": kind.code,
+        },
+    )

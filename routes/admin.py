@@ -9,7 +9,7 @@ from typing import Any
 
 from litestar import Request, Response, Router, delete, post, put
 
-from control_plane.auth import require_admin
+from control_plane.auth import Auth, auth_opt, require_admin
 from control_plane.http import json_response, no_content, path_uuid, read_body
 from control_plane.schemas import (
     CreateParticipantRequest,
@@ -23,10 +23,25 @@ from control_plane.schemas import (
     SessionResult,
     TokenResult,
 )
-from routes._common import REFUSE_EARLY, pool_of, problems, settings_of
+from routes._common import (
+    BODY_PROBLEMS,
+    FLOOR_LOWERING_FORBIDDEN,
+    FORBIDDEN_ADMIN,
+    INVALID,
+    NOT_FOUND,
+    RATE_LIMITED,
+    REFUSE_EARLY,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    pool_of,
+    problems,
+    settings_of,
+)
 
 Req = Request[Any, Any, Any]
-_ADMIN_ERRORS = (400, 401, 403, 413, 415, 429, 503)
+# Every admin call: a bad path id, no or a wrong admin token, the database away.
+_ADMIN_PROBLEMS = (INVALID, UNAUTHENTICATED, FORBIDDEN_ADMIN, RATE_LIMITED, UNAVAILABLE)
+_ADMIN_BODY_PROBLEMS = (*_ADMIN_PROBLEMS, *BODY_PROBLEMS)
 
 
 def _authorize(request: Req) -> None:
@@ -36,10 +51,13 @@ def _authorize(request: Req) -> None:
 @post(
     "/participants",
     status_code=201,
+    summary="Create a participant",
     request_body_doc=CreateParticipantRequest,
-    responses=problems(*_ADMIN_ERRORS),
+    responses=problems(*_ADMIN_BODY_PROBLEMS),
 )
 async def create_participant(request: Req) -> Response[ParticipantResult]:
+    """Create a participant (a person or service that owns runtime nodes), with an optional
+    display name. It can act only once it has a token and a session membership."""
     _authorize(request)
     body = await read_body(request, CreateParticipantRequest, optional=True)
     result = await pool_of(request).fetchval(
@@ -51,10 +69,14 @@ async def create_participant(request: Req) -> Response[ParticipantResult]:
 @post(
     "/participants/{participant_id:str}/tokens",
     status_code=201,
+    summary="Issue a participant token",
     request_body_doc=IssueTokenRequest,
-    responses=problems(*_ADMIN_ERRORS, 404),
+    responses=problems(*_ADMIN_BODY_PROBLEMS, NOT_FOUND),
 )
 async def issue_token(request: Req, participant_id: str) -> Response[TokenResult]:
+    """Issue a bearer token for a participant, with an optional label and lifetime. The secret
+    is in this response only: the service keeps its SHA-256 digest. 404 for an unknown
+    participant."""
     _authorize(request)
     pid = path_uuid(participant_id, "participantId")
     body = await read_body(request, IssueTokenRequest, optional=True)
@@ -67,8 +89,15 @@ async def issue_token(request: Req, participant_id: str) -> Response[TokenResult
     return json_response(result, 201)
 
 
-@delete("/tokens/{token_id:str}", status_code=204, responses=problems(*_ADMIN_ERRORS, 404))
+@delete(
+    "/tokens/{token_id:str}",
+    status_code=204,
+    summary="Revoke a participant token",
+    responses=problems(*_ADMIN_PROBLEMS, NOT_FOUND),
+)
 async def revoke_token(request: Req, token_id: str) -> Response[None]:
+    """Revoke a participant token: every later request with it gets 401 at once. Revoking a
+    revoked token again is a no-op 204; 404 for an unknown token id."""
     _authorize(request)
     tid = path_uuid(token_id, "tokenId")
     await pool_of(request).execute("SELECT control_plane.admin_revoke_token($1)", tid)
@@ -78,10 +107,13 @@ async def revoke_token(request: Req, token_id: str) -> Response[None]:
 @post(
     "/sessions",
     status_code=201,
+    summary="Create a session",
     request_body_doc=CreateSessionRequest,
-    responses=problems(*_ADMIN_ERRORS),
+    responses=problems(*_ADMIN_BODY_PROBLEMS),
 )
 async def create_session(request: Req) -> Response[SessionResult]:
+    """Create a collaborative session (state `active` unless given), optionally with a minimum
+    client version: nodes below it are admitted read-only."""
     _authorize(request)
     body = await read_body(request, CreateSessionRequest, optional=True)
     result = await pool_of(request).fetchval(
@@ -92,12 +124,15 @@ async def create_session(request: Req) -> Response[SessionResult]:
 
 @put(
     "/sessions/{session_id:str}/members/{participant_id:str}",
+    summary="Set a session membership",
     request_body_doc=PutMembershipRequest,
-    responses=problems(*_ADMIN_ERRORS, 404),
+    responses=problems(*_ADMIN_BODY_PROBLEMS, NOT_FOUND),
 )
 async def put_membership(
     request: Req, session_id: str, participant_id: str
 ) -> Response[MembershipResult]:
+    """Create or replace a participant's membership of a session: its role and state (in any
+    session state). 404 for an unknown session or participant."""
     _authorize(request)
     sid = path_uuid(session_id, "sessionId")
     pid = path_uuid(participant_id, "participantId")
@@ -110,10 +145,14 @@ async def put_membership(
 
 @put(
     "/sessions/{session_id:str}/min-client-version",
+    summary="Raise a session's version floor",
     request_body_doc=RaiseFloorRequest,
-    responses=problems(*_ADMIN_ERRORS, 404, 409),
+    responses=problems(*_ADMIN_BODY_PROBLEMS, NOT_FOUND, FLOOR_LOWERING_FORBIDDEN),
 )
 async def raise_floor(request: Req, session_id: str) -> Response[FloorResult]:
+    """Raise the session's minimum client version; it applies to the next write of every node.
+    The same value again is a no-op 200; lowering or clearing it is refused with 409
+    `session.floor_lowering_forbidden`."""
     _authorize(request)
     sid = path_uuid(session_id, "sessionId")
     body = await read_body(request, RaiseFloorRequest)
@@ -134,5 +173,6 @@ admin_router = Router(
         raise_floor,
     ],
     tags=["admin"],
+    opt=auth_opt(Auth.ADMIN),
     middleware=REFUSE_EARLY,
 )

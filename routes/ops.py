@@ -9,12 +9,15 @@ from typing import Any
 
 import asyncpg
 from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
+from control_plane.auth import Auth, auth_opt
 from control_plane.config import SQL_DIR
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.http import encode_json
 from control_plane.metrics import CONTENT_TYPE, DatabaseMetrics, render
-from routes._common import raw_pool_of
+from control_plane.schemas import HealthResult, ReadinessResult
+from routes._common import INVALID, problems, raw_pool_of
 
 Req = Request[Any, Any, Any]
 
@@ -24,6 +27,12 @@ STALE_AFTER_INTERVALS = 3
 # A probe must answer even when the pool is exhausted or the server hangs.
 PROBE_TIMEOUT_SECONDS = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
+# Probes and scrapers send no credentials (contract §6.9).
+_NO_AUTH = auth_opt(Auth.NONE)
+# They take no input; only a malformed request (a bad Host header, say) is refused.
+_MALFORMED = problems(INVALID, details={INVALID.code: "Invalid host header"})
+# What /metrics answers; the OpenAPI media type key omits the charset Litestar's docs add.
+METRICS_MEDIA_TYPE = CONTENT_TYPE.split("; charset=", 1)[0]
 
 
 @cache
@@ -38,10 +47,11 @@ def expected_migrations() -> tuple[str, ...]:
     )
 
 
-@get("/healthz", include_in_schema=True, tags=["operations"])
-async def healthz() -> dict[str, str]:
-    """The process is up (no database check)."""
-    return {"status": "ok"}
+@get("/healthz", tags=["operations"], summary="Liveness probe", opt=_NO_AUTH, responses=_MALFORMED)
+async def healthz() -> HealthResult:
+    """The process is up and serving HTTP. It does not look at the database: use `/readyz` to
+    decide whether to send traffic."""
+    return HealthResult(status="ok")
 
 
 async def readiness_reasons(request: Req) -> tuple[list[str], dict[str, Any]]:
@@ -80,29 +90,57 @@ async def readiness_reasons(request: Req) -> tuple[list[str], dict[str, Any]]:
     return reasons, status
 
 
-@get("/readyz", tags=["operations"])
-async def readyz(request: Req) -> Response[Any]:
-    """Ready: database reachable, schema at head, sweep fresh, outage guard not holding."""
+@get(
+    "/readyz",
+    tags=["operations"],
+    summary="Readiness probe",
+    opt=_NO_AUTH,
+    responses={
+        **_MALFORMED,
+        503: ResponseSpec(
+            ReadinessResult,
+            description="Not ready: `status` is `not ready` and `reasons` says why.",
+            generate_examples=False,
+        ),
+    },
+)
+async def readyz(request: Req) -> Response[ReadinessResult]:
+    """200 when the database is reachable, the schema is at head, the liveness sweep is fresh
+    (its last run finished within 3 sweep intervals; not judged during the first 75 s after
+    start) and the outage guard is not holding offline demotions; otherwise 503 with the
+    reasons. Never cached."""
     reasons, status = await readiness_reasons(request)
     body = {
         "status": "ready" if not reasons else "not ready",
         "reasons": reasons,
         "sweep": status.get("sweep"),
     }
+    payload: Any = encode_json(body)  # the database's sweep status as it is (ReadinessResult)
     return Response(
-        encode_json(body),
+        payload,
         status_code=200 if not reasons else 503,
         media_type="application/json",
         headers=NO_STORE,
     )
 
 
-@get("/metrics", tags=["operations"], media_type=CONTENT_TYPE)
+@get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    media_type=METRICS_MEDIA_TYPE,
+    opt=_NO_AUTH,
+    responses=_MALFORMED,
+)
 async def metrics(request: Req) -> Response[bytes]:
-    """Prometheus text: request counts/latency and the database gauges (cached ~2 s)."""
+    """Prometheus text exposition (version 0.0.4): request counts and latency by route
+    template, nodes per slot state and health, the sweep's age, duration and transitions, and
+    the outage-guard mode. Database gauges are cached about 2 s."""
     state = request.app.state
     database: DatabaseMetrics | None = state.get("database_metrics")
     if database is None:
         database = state["database_metrics"] = DatabaseMetrics()
     await database.refresh(raw_pool_of(request))
-    return Response(render(database), media_type=CONTENT_TYPE, headers=NO_STORE)
+    # The full media type as the header: Litestar appends `; charset=utf-8` to any `text/`
+    # media_type it is given, and a second charset is refused by Prometheus 3.
+    return Response(render(database), headers={**NO_STORE, "Content-Type": CONTENT_TYPE})

@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar import Request, Response, Router, get, post, put
 
-from control_plane.auth import is_admin, participant_digest
+from control_plane.auth import Auth, auth_opt, is_admin, participant_digest
 from control_plane.errors import SqlStateRefusal
 from control_plane.heartbeats import coalescer_of
 from control_plane.http import (
@@ -32,11 +32,29 @@ from control_plane.schemas import (
     ReasonRequest,
     RosterResult,
 )
-from routes._common import REFUSE_EARLY, pool_of, problems, settings_of
+from routes._common import (
+    ATTACH_CONFLICT,
+    ATTACH_REVOKED,
+    BODY_PROBLEMS,
+    CAPABILITY_UPDATE_CONFLICT,
+    FLOOR_EXCEEDED,
+    INVALID,
+    NODE_NOT_FOUND,
+    PERMISSION_DENIED,
+    RATE_LIMITED,
+    REFUSE_EARLY,
+    SESSION_NOT_ACTIVE,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    pool_of,
+    problems,
+    settings_of,
+)
 
 Req = Request[Any, Any, Any]
-_BODY_ERRORS = (400, 401, 403, 413, 415, 503)
-_LIMITED = 429  # every route but the heartbeat (control_plane/rate_limit.py)
+# Every call: a bad path value, no valid token, the uniform 403, the database away.
+_PROBLEMS = (INVALID, UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE)
+_BODY_PROBLEMS = (*_PROBLEMS, *BODY_PROBLEMS)
 
 
 def _digest(request: Req) -> bytes:
@@ -46,11 +64,18 @@ def _digest(request: Req) -> bytes:
 @post(
     "/sessions/{session_id:str}/runtime-nodes",
     status_code=200,
+    summary="Attach a runtime node to a session",
     request_body_doc=AttachRequest,
-    responses=problems(*_BODY_ERRORS, 409, _LIMITED),
+    responses=problems(
+        *_BODY_PROBLEMS, ATTACH_CONFLICT, ATTACH_REVOKED, SESSION_NOT_ACTIVE, RATE_LIMITED
+    ),
     middleware=REFUSE_EARLY,
 )
 async def attach(request: Req, session_id: str) -> Response[AttachResult]:
+    """Attach the caller's node to an active session (upsert): a new slot starts `registering`;
+    an offline slot of the same owner reconnects with the same attachment id. A node below the
+    session's version floor is admitted read-only. A node active in another session, or whose
+    slot was revoked, gets 409."""
     sid = path_uuid(session_id, "sessionId")
     digest = _digest(request)
     body = await read_body(request, AttachRequest)
@@ -69,11 +94,15 @@ async def attach(request: Req, session_id: str) -> Response[AttachResult]:
 @post(
     "/runtime-nodes/{node_id:str}/declaration",
     status_code=200,
+    summary="Declare a node's capabilities",
     request_body_doc=DeclarationRequest,
-    responses=problems(*_BODY_ERRORS, 409, _LIMITED),
+    responses=problems(*_BODY_PROBLEMS, FLOOR_EXCEEDED, RATE_LIMITED),
     middleware=REFUSE_EARLY,
 )
 async def declare(request: Req, node_id: str) -> Response[NodeStateResult]:
+    """Declare the capabilities of the caller's attached node (at least one): this brings a
+    `registering` or `degraded` slot `online`. Refused with 409 `version.floor_exceeded` for a
+    read-only node."""
     nid = path_node_id(node_id)
     digest = _digest(request)
     body = await read_body(request, DeclarationRequest)
@@ -88,11 +117,16 @@ async def declare(request: Req, node_id: str) -> Response[NodeStateResult]:
 
 @put(
     "/runtime-nodes/{node_id:str}/capabilities",
+    summary="Update a node's capabilities",
     request_body_doc=CapabilityUpdateRequest,
-    responses=problems(*_BODY_ERRORS, 409, _LIMITED),
+    responses=problems(*_BODY_PROBLEMS, CAPABILITY_UPDATE_CONFLICT, FLOOR_EXCEEDED, RATE_LIMITED),
     middleware=REFUSE_EARLY,
 )
 async def update_capabilities(request: Req, node_id: str) -> Response[NodeStateResult]:
+    """Replace the capabilities of the caller's active node and optionally move it between
+    `online` and `degraded` (`healthChanges`). Only a declaration brings a `registering` node
+    online (409 `runtimenode.capabilityupdate_conflict`); a read-only node gets 409
+    `version.floor_exceeded`."""
     nid = path_node_id(node_id)
     digest = _digest(request)
     body = await read_body(request, CapabilityUpdateRequest)
@@ -111,10 +145,14 @@ async def update_capabilities(request: Req, node_id: str) -> Response[NodeStateR
 @post(
     "/runtime-nodes/{node_id:str}/heartbeat",
     status_code=204,
+    summary="Report a node's liveness",
     request_body_doc=HeartbeatRequest,
-    responses=problems(*_BODY_ERRORS),
+    responses=problems(*_BODY_PROBLEMS),
 )
 async def heartbeat(request: Req, node_id: str) -> Response[None]:
+    """Record that the caller's active node is alive (database clock) with its self-reported
+    health, every 15 s. A node the sweep demoted returns straight to the reported health.
+    Exempt from the version floor."""
     # The hot path: path check → digest → strict body → enqueue into the coalescer, which sends
     # one set-based call per round trip; this request awaits only its own item's verdict.
     nid = path_node_id(node_id)
@@ -129,11 +167,14 @@ async def heartbeat(request: Req, node_id: str) -> Response[None]:
 @post(
     "/runtime-nodes/{node_id:str}/detach",
     status_code=204,
+    summary="Detach a runtime node",
     request_body_doc=ReasonRequest,
-    responses=problems(*_BODY_ERRORS, _LIMITED),
+    responses=problems(*_BODY_PROBLEMS, RATE_LIMITED),
     middleware=REFUSE_EARLY,
 )
 async def detach(request: Req, node_id: str) -> Response[None]:
+    """Take the caller's active node offline (slot and presence). Idempotent: with nothing
+    active it is a no-op 204. Never touches a revoked slot."""
     nid = path_node_id(node_id)
     digest = _digest(request)
     await read_body(request, ReasonRequest, optional=True)  # reason: accepted, not stored
@@ -143,10 +184,14 @@ async def detach(request: Req, node_id: str) -> Response[None]:
 
 @get(
     "/sessions/{session_id:str}/runtime-nodes",
-    responses=problems(400, 401, 403, 503, _LIMITED),
+    summary="List a session's runtime nodes",
+    responses=problems(*_PROBLEMS, RATE_LIMITED),
     middleware=REFUSE_EARLY,
 )
 async def roster(request: Req, session_id: str) -> Response[RosterResult]:
+    """Every attachment of the session in all five slot states, ordered by `attachedAt` then
+    `nodeId`, with presence health (null when the node never beat) and the read-only verdict
+    against the current floor. For active members of the session."""
     sid = path_uuid(session_id, "sessionId")
     digest = _digest(request)
     result = await pool_of(request).fetchval(
@@ -158,11 +203,16 @@ async def roster(request: Req, session_id: str) -> Response[RosterResult]:
 @post(
     "/sessions/{session_id:str}/runtime-nodes/{node_id:str}/revoke",
     status_code=204,
+    summary="Revoke a node's attachment",
     request_body_doc=ReasonRequest,
-    responses=problems(*_BODY_ERRORS, 404, _LIMITED),
+    responses=problems(*_BODY_PROBLEMS, NODE_NOT_FOUND, RATE_LIMITED),
     middleware=REFUSE_EARLY,
+    opt=auth_opt(Auth.ADMIN_OR_PARTICIPANT),
 )
 async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
+    """Revoke the node's attachment to the session for good (terminal) and take its presence
+    offline; already revoked is a no-op 204. For a session owner's participant token or the
+    admin token; 404 when the session has no attachment of that node."""
     sid = path_uuid(session_id, "sessionId")
     nid = path_node_id(node_id)
     authorization = request.headers.get("authorization")
@@ -180,4 +230,5 @@ runtime_node_router = Router(
     path="/v1",
     route_handlers=[attach, declare, update_capabilities, heartbeat, detach, roster, revoke],
     tags=["runtime-nodes"],
+    opt=auth_opt(Auth.PARTICIPANT),
 )

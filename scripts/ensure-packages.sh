@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make sure a PostgreSQL server major with pg_cron (plus pgTAP, pg_prove, plpgsql_check when the
-# distribution has them) is installed, then print that major's bin directory on stdout:
+# Make sure a PostgreSQL server major with pg_cron, pgTAP, pg_prove and plpgsql_check is
+# installed, then print that major's bin directory on stdout:
 #
 #   export PG_BINDIR="$(scripts/ensure-packages.sh)"
 #
@@ -66,7 +66,7 @@ apt_update() {
   can_root || { log "not root: cannot refresh apt lists; using existing ones"; return 0; }
   log "apt-get update"
   as_root apt-get update -qq >&2 || log "warning: apt-get update failed; using existing lists"
-  as_root mkdir -p "${stamp%/*}" && as_root touch "$stamp" || true
+  { as_root mkdir -p "${stamp%/*}" && as_root touch "$stamp"; } || true
 }
 
 # True when apt has an installation candidate for the package.
@@ -128,9 +128,11 @@ MAJOR=
 choose_major
 BINDIR=/usr/lib/postgresql/$MAJOR/bin
 
+# plpgsql_check: `make lint` checks every PL/pgSQL function with it.
 required=("postgresql-$MAJOR" "postgresql-client-$MAJOR" "postgresql-$MAJOR-cron"
-          "postgresql-$MAJOR-pgtap" libtap-parser-sourcehandler-pgtap-perl)
-optional=("postgresql-$MAJOR-plpgsql-check")
+          "postgresql-$MAJOR-pgtap" libtap-parser-sourcehandler-pgtap-perl
+          "postgresql-$MAJOR-plpgsql-check")
+optional=()
 # Optional packages are looked up once per machine (or whenever we install anyway), so the
 # fast path never calls apt when an optional package simply does not exist.
 optional_stamp=/var/lib/apt/periodic/control-plane-optional-checked-$MAJOR
@@ -165,7 +167,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   fi
 fi
 if [[ ! -e $optional_stamp ]] && can_root; then
-  as_root mkdir -p "${optional_stamp%/*}" && as_root touch "$optional_stamp" || true
+  { as_root mkdir -p "${optional_stamp%/*}" && as_root touch "$optional_stamp"; } || true
 fi
 
 [[ -x "$BINDIR/postgres" && -x "$BINDIR/initdb" && -x "$BINDIR/pg_ctl" ]] \

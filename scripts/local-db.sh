@@ -64,7 +64,7 @@ resolve_dir() {
   fi
   if [[ -z $DIR ]]; then
     [[ -n $create ]] || return 1
-    mkdir -p -m 755 "$ROOT/.local/pg"
+    install -d -m 755 "$ROOT/.local/pg"
     local sock_probe="$LINK/sock/.s.PGSQL.$PORT"
     local fallback=0
     if (( ${#sock_probe} > 100 )); then
@@ -77,7 +77,7 @@ resolve_dir() {
       hash=$(printf '%s' "$ROOT" | sha256sum | cut -c1-10)
       DIR=/var/tmp/control-plane-$hash/$NAME
       log "using $DIR for the $NAME cluster (linked from .local/pg/$NAME)"
-      mkdir -p -m 755 "${DIR%/*}"
+      install -d -m 755 "${DIR%/*}"
       ln -sfn "$DIR" "$LINK"
     else
       DIR=$LINK
@@ -86,15 +86,15 @@ resolve_dir() {
   DATA=$DIR/data
   SOCK=$DIR/sock
   if [[ -n $create && ! -d $DATA ]]; then
-    mkdir -p -m 755 "$DIR"
-    mkdir -p -m 700 "$DATA"
-    mkdir -p -m 755 "$SOCK"
+    install -d -m 755 "$DIR"
+    install -d -m 700 "$DATA"
+    install -d -m 755 "$SOCK"
     if [[ $IS_ROOT -eq 1 ]]; then
       chown postgres:postgres "$DIR" "$DATA" "$SOCK"
     fi
   fi
   if [[ -n $create && ! -d $SOCK ]]; then
-    mkdir -p -m 755 "$SOCK"
+    install -d -m 755 "$SOCK"
     [[ $IS_ROOT -eq 0 ]] || chown postgres:postgres "$SOCK"
   fi
   return 0
@@ -267,7 +267,7 @@ delete_cluster() {
 }
 
 with_lock() {
-  mkdir -p -m 755 "$ROOT/.local/pg"
+  install -d -m 755 "$ROOT/.local/pg"
   exec 9>"$ROOT/.local/pg/.$NAME.lock"
   flock -w 300 9 || die "timed out waiting for another local-db.sh on the $NAME cluster"
 }

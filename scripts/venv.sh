@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and `pip install -e '.[dev]'`, only when pyproject.toml changed
-# since the last successful install (its sha256 is stamped in .venv/.pyproject.sha256).
+# Create .venv (Python >= 3.11) and install the exact versions pinned in requirements.lock, then
+# the project itself (`pip install --no-deps -e .`), only when pyproject.toml or the lock file
+# changed since the last successful install (their sha256 is stamped in .venv/.install.sha256).
+# Refresh the pins with `make lock` (scripts/lock.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 VENV=$ROOT/.venv
-STAMP=$VENV/.pyproject.sha256
+LOCK=$ROOT/requirements.lock
+STAMP=$VENV/.install.sha256
 log() { printf 'venv: %s\n' "$*" >&2; }
 
-want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+[[ -f $LOCK ]] || { log "error: $LOCK is missing (make lock)"; exit 1; }
+want=$(cat "$ROOT/pyproject.toml" "$LOCK" | sha256sum | cut -d' ' -f1)
 if [[ -x $VENV/bin/python && -f $STAMP && $(<"$STAMP") == "$want" ]] \
    && "$VENV/bin/python" -c '' 2>/dev/null; then
   exit 0
@@ -17,7 +21,7 @@ fi
 find_python() {
   local c
   for c in "${PYTHON:-}" python3.11 python3 python; do
-    [[ -n $c ]] && command -v "$c" >/dev/null 2>&1 || continue
+    if [[ -z $c ]] || ! command -v "$c" >/dev/null 2>&1; then continue; fi
     if "$c" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       command -v "$c"; return 0
     fi
@@ -32,7 +36,8 @@ if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
   "$py" -m venv "$VENV"
 fi
 
-log "installing the project and dev dependencies (pyproject.toml changed)"
+log "installing requirements.lock and the project (pyproject.toml or the lock changed)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-"$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >&2
+"$VENV/bin/python" -m pip install -q -r "$LOCK" >&2
+"$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
 printf '%s\n' "$want" >"$STAMP"

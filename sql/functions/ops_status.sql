@@ -39,8 +39,10 @@ DECLARE
 BEGIN
     -- yoyo's bookkeeping lives in public; absent only before the first migrate.
     IF to_regclass('public._yoyo_migration') IS NOT NULL THEN
-        EXECUTE 'SELECT coalesce(jsonb_agg(migration_id ORDER BY migration_id), ''[]'')
-                   FROM public._yoyo_migration' INTO v_migrations;
+        -- Static SQL is fine here: PL/pgSQL plans a statement only when it first runs.
+        SELECT coalesce(jsonb_agg(migration_id ORDER BY migration_id), '[]')
+          INTO v_migrations
+          FROM public._yoyo_migration;
     END IF;
     RETURN jsonb_build_object(
         'migrations', coalesce(v_migrations, '[]'),

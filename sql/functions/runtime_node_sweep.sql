@@ -27,7 +27,7 @@ DECLARE
     v_resumed        timestamptz;
     v_stall_since    timestamptz;
     v_fresh          boolean;
-    v_live           integer;
+    v_live           bigint;
     v_hold           boolean := false;
     v_in_grace       boolean;
     v_floor          timestamptz;
@@ -170,7 +170,7 @@ BEGIN
     IF v_interval IS NULL OR v_interval <= interval '0' THEN
         RAISE EXCEPTION 'sweep interval must be positive' USING ERRCODE = 'CP400';
     END IF;
-    v_step := extract(epoch FROM v_interval);
+    v_step := extract(epoch FROM v_interval)::double precision;  -- extract() is numeric
     -- Leave room for the last sweep before the next minute's run starts.
     v_until := coalesce(p_until, v_anchor + interval '55 seconds');
     LOOP

@@ -18,7 +18,6 @@ import psycopg
 import pytest
 
 from control_plane import errors, schemas
-from control_plane.metrics import SWEEP_MODES
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 ERRCODE = re.compile(r"\bERRCODE\s*=\s*'([^']+)'", re.IGNORECASE)
@@ -100,7 +99,7 @@ def test_python_enumerations_match_the_sql_checks(
 
 
 def test_sweep_modes_match_the_sql_check(db: psycopg.Connection) -> None:
-    assert set(SWEEP_MODES) == _check_values(db, "sweep_state", "mode")
+    assert set(get_args(schemas.SweepMode)) == _check_values(db, "sweep_state", "mode")
 
 
 def test_self_reported_health_is_presence_health_minus_offline() -> None:

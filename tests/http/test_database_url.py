@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -119,8 +120,9 @@ def test_the_api_login_honours_options_timeout_and_application_name(database_url
 # --- several hosts, through the real app -------------------------------------------------------
 
 
-def _multi_host_url(database_url: str, application_name: str) -> str:
-    """The test database's URL with a refusing loopback host first."""
+def _multi_host_url(database_url: str, application_name: str, form: str) -> str:
+    """The test database's URL with a refusing loopback host first, as a URL (hosts and ports
+    as lists in the query: the test cluster listens on a socket only) or a key=value conninfo."""
     params = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
     host, port = params.pop("host", "localhost"), params.pop("port", "5432")
     params.update(
@@ -130,11 +132,17 @@ def _multi_host_url(database_url: str, application_name: str) -> str:
         application_name=application_name,
         connect_timeout="5",
     )
-    return psycopg.conninfo.make_conninfo(**params)
+    if form == "conninfo":
+        return psycopg.conninfo.make_conninfo(**params)
+    user, dbname = params.pop("user", ""), params.pop("dbname", "")
+    query = "&".join(f"{k}={quote(v, safe='/,')}" for k, v in params.items())
+    return f"postgresql://{quote(user)}@/{quote(dbname)}?{query}"
 
 
-@pytest.fixture
-def multi_host_server(database_url: str, migrated: None, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["url", "conninfo"])
+def multi_host_server(
+    database_url: str, migrated: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
     name = f"multi-host-{secrets.token_hex(4)}"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,7 +153,7 @@ def multi_host_server(database_url: str, migrated: None, tmp_path: Path) -> Iter
         if k not in ("CONTROL_PLANE_API_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
     }
     env.update(
-        DATABASE_URL=_multi_host_url(database_url, name),
+        DATABASE_URL=_multi_host_url(database_url, name, request.param),
         HOST="127.0.0.1",
         PORT=str(port),
         WEB_CONCURRENCY="1",
