@@ -77,8 +77,8 @@ async def _run(port: int, verdict: Verdict, beaters: list[seed.Node], target: se
     await pool.close()
 
     by_kind: dict[str, list[tuple[float | None, bool]]] = {k: [] for k in kinds}
-    for kind, closed_after, answered in results:
-        by_kind[kind].append((closed_after, answered))
+    for kind, closed_after, got_answer in results:
+        by_kind[kind].append((closed_after, got_answer))
     figures: dict[str, object] = {"connections": len(results), "beaters": BEATERS}
     for kind, deadline in (("silent", HEADER_TIMEOUT_S), ("headers", HEADER_TIMEOUT_S),
                            ("body", BODY_TIMEOUT_S)):  # fmt: skip
