@@ -121,7 +121,7 @@ class Settings:
     # 0 turns a class's limit off. Burst: that many seconds' worth of requests at once.
     rate_limit_writes: float = _env("RATE_LIMIT_WRITES_PER_S", _number(0, 1e6), 10.0)
     rate_limit_reads: float = _env("RATE_LIMIT_READS_PER_S", _number(0, 1e6), 10.0)
-    rate_limit_admin: float = _env("RATE_LIMIT_ADMIN_PER_S", _number(0, 1e6), 100.0)
+    rate_limit_admin: float = _env("RATE_LIMIT_ADMIN_PER_S", _number(0, 1e6), 1000.0)
     rate_limit_burst_s: float = _env("RATE_LIMIT_BURST_S", _number(1, 3600), 3.0)
     # Connection hygiene (control_plane/connection_limits.py): per worker.
     http_max_connections: int = _env("HTTP_MAX_CONNECTIONS", _integer(1, 1_000_000), 4096)
