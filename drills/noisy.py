@@ -37,6 +37,8 @@ INTERVAL, JITTER = 2.0, 0.3
 LIMIT_PER_S = 10.0  # the server's default RATE_LIMIT_READS_PER_S and RATE_LIMIT_WRITES_PER_S
 BURST_S = 3.0  # its RATE_LIMIT_BURST_S
 FLOOD_FACTOR = 10
+# What the neighbour floods (diagnosis: one kind at a time).
+KINDS = tuple(os.environ.get("DRILLS_NOISY_KINDS", "roster,attach").split(","))
 
 
 async def drill(ctx: Context) -> Verdict:
@@ -118,10 +120,7 @@ async def _run(
         if not (o.ok or (o.status in (429, 503) and (o.retry_after or "").isdigit()))
     ]
     allowed = LIMIT_PER_S * FLOOD_S + LIMIT_PER_S * BURST_S * ROUNDS  # refilled when quiet
-    through = {
-        kind: sum(1 for o in flood_rec.outcomes if o.op == kind and o.ok)
-        for kind in ("roster", "attach")
-    }
+    through = {kind: sum(1 for o in flood_rec.outcomes if o.op == kind and o.ok) for kind in KINDS}
     sent = {kind: sum(1 for o in flood_rec.outcomes if o.op == kind) for kind in through}
     verdict.figures.update(
         nodes=NODES,
@@ -130,8 +129,8 @@ async def _run(
         beat_p99_quiet_ms=round(1000 * p99_quiet, 1),
         beat_p99_flood_ms=round(1000 * p99_loaded, 1),
         beat_p50_flood_ms=round(1000 * fleet.percentile(loaded, 0.5), 1),
-        flood_sent=f"{sent['roster']}+{sent['attach']}",
-        flood_ok=f"{through['roster']}+{through['attach']}",
+        flood_sent="+".join(str(sent[k]) for k in KINDS),
+        flood_ok="+".join(str(through[k]) for k in KINDS),
         limited=sum(1 for o in flood_rec.outcomes if o.status == 429),
         shed=sum(1 for o in flood_rec.outcomes if o.status == 503),
         beat_failures=len(failed_beats),
@@ -171,9 +170,7 @@ def _flood_process(
     async def main() -> list[fleet.Outcome]:
         rec = fleet.Recorder()
         pool = rawhttp.RawPool("127.0.0.1", port, connections=32)
-        await asyncio.gather(
-            *(_flood(pool, rec, noisy, kind, until, flooding) for kind in ("roster", "attach"))
-        )
+        await asyncio.gather(*(_flood(pool, rec, noisy, kind, until, flooding) for kind in KINDS))
         await pool.close()
         return rec.outcomes
 
