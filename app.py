@@ -1,4 +1,5 @@
-"""Builds the Litestar application: routes, problem handlers, the API-role pool, OpenAPI."""
+"""Builds the Litestar application: routes, problem handlers, the API- and admin-role pools,
+OpenAPI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from litestar.datastructures import State
 
 from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
-from control_plane.database import create_pool
+from control_plane.database import create_admin_pool, create_pool
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.methods import ControlPlaneApp
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def open_pool(app: Litestar) -> None:
         app.state.pool = await create_pool(settings)
+        app.state.admin_pool = await create_admin_pool(settings)
         app.state.heartbeats = HeartbeatCoalescer(
             app.state.pool,
             max_batch=settings.heartbeat_max_batch,
@@ -40,7 +42,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def close_pool(app: Litestar) -> None:
         await stop_overload_protection(app)
-        await app.state.pool.close()  # waits for in-flight calls: a drained shutdown
+        # Each waits for its in-flight calls: a drained shutdown.
+        await app.state.pool.close()
+        await app.state.admin_pool.close()
 
     app = ControlPlaneApp(
         route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],

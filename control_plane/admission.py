@@ -281,11 +281,7 @@ class Admission:
 
 
 def reserved_connections(settings: Settings) -> int:
-    """Connections the admitted classes may hold at once; with the heartbeat batches' own
-    connections this should not exceed DB_POOL_SIZE, or beats may wait behind other classes."""
-    return (
-        settings.admission_writes
-        + settings.admission_reads
-        + settings.admission_admin
-        + settings.heartbeat_max_in_flight
-    )
+    """API-pool connections the participant classes may hold at once, with the heartbeat
+    batches' own: above DB_POOL_SIZE, beats may wait behind other classes. (Admin calls use
+    the admin role's pool.)"""
+    return settings.admission_writes + settings.admission_reads + settings.heartbeat_max_in_flight

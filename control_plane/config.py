@@ -94,6 +94,8 @@ class Settings:
     # A superuser URL: migrations run as it; the app logs in as the API role (database.py).
     database_url: str = _env("DATABASE_URL", _text)
     api_database_url: str | None = _env("CONTROL_PLANE_API_DATABASE_URL", _optional_text, None)
+    # The admin surface's login (database.py): the only role that may run the admin functions.
+    admin_database_url: str | None = _env("CONTROL_PLANE_ADMIN_DATABASE_URL", _optional_text, None)
     admin_token: str | None = _env("CONTROL_PLANE_ADMIN_TOKEN", _optional_text, None)
     host: str = _env("HOST", _text, "127.0.0.1")
     port: int = _env("PORT", _integer(1, 65535), 8000)
@@ -132,6 +134,10 @@ class Settings:
     @property
     def api_password_file(self) -> Path:
         return self.state_dir / "api-role.password"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.state_dir / "admin-role.password"
 
 
 _MISSING_DATABASE_URL = (

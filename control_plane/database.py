@@ -1,4 +1,8 @@
-"""The asyncpg pool of the HTTP tier, logged in as the EXECUTE-only API role."""
+"""The asyncpg pools of the HTTP tier: the API role's, and the admin role's (admin surface only).
+
+Both roles may only EXECUTE functions; the admin_* functions are executable by the admin role
+alone, so a leaked API-role credential cannot act as the admin (contract §8, §11).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,11 @@ from control_plane.config import Settings
 log = logging.getLogger("control_plane")
 
 API_ROLE = "control_plane_api"
+ADMIN_ROLE = "control_plane_admin"
 DEFAULT_APPLICATION_NAME = "control-plane-api"
+ADMIN_APPLICATION_NAME = "control-plane-admin"
+# The admin surface is low-traffic operator work: a few connections per worker are plenty.
+ADMIN_POOL_SIZE = 2
 T = TypeVar("T")
 
 # Errors meaning "no usable connection right now" → 503. The one list: the app's exception
@@ -112,7 +120,9 @@ def login_dsn(url: str, user: str, password: str | None) -> str:
     return f"{scheme}://{userinfo}@{hosts}{tail}"
 
 
-def asyncpg_connect_args(dsn: str) -> dict[str, Any]:
+def asyncpg_connect_args(
+    dsn: str, default_application_name: str = DEFAULT_APPLICATION_NAME
+) -> dict[str, Any]:
     """Keyword arguments for asyncpg.connect/create_pool that honour every libpq parameter of
     `dsn` (a URL): what asyncpg reads itself stays in the DSN (hosts, ports, sslmode, sslrootcert,
     sslcert, sslkey, target_session_attrs, passfile, service, `options` — a startup parameter
@@ -143,7 +153,7 @@ def asyncpg_connect_args(dsn: str) -> dict[str, Any]:
             kwargs["timeout"] = max(seconds, 2.0)  # libpq's minimum
     if "application_name" not in params:
         kwargs["server_settings"] = {
-            "application_name": params.get("fallback_application_name") or DEFAULT_APPLICATION_NAME
+            "application_name": params.get("fallback_application_name") or default_application_name
         }
     if sep:
         kept = [
@@ -174,6 +184,23 @@ def api_dsn(settings: Settings) -> str:
 def api_connect_kwargs(settings: Settings) -> dict[str, Any]:
     """asyncpg connection arguments of the API login role (see api_dsn, asyncpg_connect_args)."""
     return asyncpg_connect_args(api_dsn(settings))
+
+
+def admin_dsn(settings: Settings) -> str:
+    """How the admin login role connects, derived like the API role's:
+    `CONTROL_PLANE_ADMIN_DATABASE_URL` wins when set (used as given); otherwise `DATABASE_URL`
+    as `control_plane_admin` with the password migrate generated into `admin-role.password`."""
+    if settings.admin_database_url:
+        return settings.admin_database_url
+    password = None
+    if settings.admin_password_file.exists():
+        password = settings.admin_password_file.read_text().strip()
+    return login_dsn(settings.database_url, ADMIN_ROLE, password)
+
+
+def admin_connect_kwargs(settings: Settings) -> dict[str, Any]:
+    """asyncpg connection arguments of the admin login role (see admin_dsn)."""
+    return asyncpg_connect_args(admin_dsn(settings), ADMIN_APPLICATION_NAME)
 
 
 async def _no_reset(_: asyncpg.Connection) -> None:
@@ -240,10 +267,20 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
+    """The API role's pool."""
+    return await _create_pool(api_connect_kwargs(settings), settings.pool_size)
+
+
+async def create_admin_pool(settings: Settings) -> asyncpg.Pool:
+    """The admin role's pool, used by the admin surface alone (after the admin token check)."""
+    return await _create_pool(admin_connect_kwargs(settings), ADMIN_POOL_SIZE)
+
+
+async def _create_pool(connect_kwargs: dict[str, Any], max_size: int) -> asyncpg.Pool:
     """A lazily-filled pool: the app starts (and answers 503) even while PostgreSQL is down."""
     pool = DeadlinePool(
         min_size=0,
-        max_size=settings.pool_size,
+        max_size=max_size,
         max_queries=50000,
         max_inactive_connection_lifetime=60,
         reset=_no_reset,
@@ -251,6 +288,6 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
         command_timeout=10,  # client-side bound on a hung server (statement_timeout is 5 s)
-        **{"timeout": 5, **api_connect_kwargs(settings)},  # connect timeout: URL's, else 5 s
+        **{"timeout": 5, **connect_kwargs},  # connect timeout: URL's, else 5 s
     )
     return await pool

@@ -70,6 +70,36 @@ def path_uuid(value: str, name: str) -> UUID:
     return UUID(value)
 
 
+def check_query(request: Request[Any, Any, Any], allowed: frozenset[str]) -> None:
+    """Refuse (400) a query string with an unknown or repeated parameter: a mistyped `limt=5`
+    must not silently mean the default, nor `limit=5&limit=9` mean either."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name not in allowed:
+            raise DomainError(errors.INVALID, f"unknown query parameter {name!r}")
+        if name in seen:
+            raise DomainError(errors.INVALID, f"query parameter {name!r} is given more than once")
+        seen.add(name)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
+_INT4 = (-(2**31), 2**31 - 1)
+
+
+def query_int(value: str | None, name: str) -> int | None:
+    """A decimal integer query value, saturated to PostgreSQL's integer range: the SQL function
+    judges the range, and a saturated value is out of range exactly when the original is."""
+    if value is None:
+        return None
+    if _INTEGER.fullmatch(value) is None:
+        raise DomainError(errors.INVALID, f"{name} must be an integer")
+    return max(_INT4[0], min(int(value), _INT4[1]))
+
+
+def query_uuid(value: str | None, name: str) -> UUID | None:
+    return None if value is None else path_uuid(value, name)
+
+
 def path_node_id(value: str) -> str:
     if not is_valid_node_id(value):
         raise DomainError(

@@ -4,10 +4,11 @@
 2. applies the yoyo migrations in `sql/migrations` (plain SQL, one transaction each);
 3. re-applies every `sql/functions/*.sql` file (CREATE OR REPLACE) as `control_plane_owner`, in one
    transaction, after revoking every function grant, so each file's own GRANTs are the whole
-   truth about what the API role may call;
+   truth about what each login role may call;
 4. registers where pg_cron's jobs connect and checks they can (control_plane/cron_jobs.py);
-5. gives the API login role a generated password kept in the state dir (ignored by the embedded
-   cluster's local trust), unless CONTROL_PLANE_API_DATABASE_URL says how to log in.
+5. gives each login role (the API role, the admin role) a generated password kept in the state
+   dir (ignored by the embedded cluster's local trust), unless its override URL
+   (CONTROL_PLANE_API_DATABASE_URL, CONTROL_PLANE_ADMIN_DATABASE_URL) says how to log in.
 
 Runs as the DATABASE_URL login, which must be a superuser (it creates roles and pg_cron jobs).
 """
@@ -24,7 +25,7 @@ from yoyo import get_backend, read_migrations
 
 from control_plane.config import SQL_DIR, Settings, load_settings
 from control_plane.cron_jobs import ensure_job_connection
-from control_plane.database import API_ROLE
+from control_plane.database import ADMIN_ROLE, API_ROLE
 
 
 def _yoyo_url(url: str) -> str:
@@ -83,12 +84,12 @@ def apply_functions(conn: psycopg.Connection) -> int:
         # Let the owner's ops function read yoyo's bookkeeping (schema-at-head readiness).
         conn.execute("GRANT SELECT ON public._yoyo_migration TO control_plane_owner")
         conn.execute("SET LOCAL ROLE control_plane_owner")
-        conn.execute(
-            "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA control_plane FROM PUBLIC, control_plane_api"
-        )
-        conn.execute(
-            "REVOKE ALL ON ALL PROCEDURES IN SCHEMA control_plane FROM PUBLIC, control_plane_api"
-        )
+        for kind in ("FUNCTIONS", "PROCEDURES"):
+            conn.execute(
+                sql.SQL("REVOKE ALL ON ALL {} IN SCHEMA control_plane FROM PUBLIC, {}, {}").format(
+                    sql.SQL(kind), sql.Identifier(API_ROLE), sql.Identifier(ADMIN_ROLE)
+                )
+            )
         for path in files:
             try:
                 conn.execute(path.read_text())
@@ -103,18 +104,24 @@ def apply_functions(conn: psycopg.Connection) -> int:
     return len(files)
 
 
-def ensure_api_password(conn: psycopg.Connection, settings: Settings) -> None:
-    if settings.api_database_url:
-        return
-    path = settings.api_password_file
+def ensure_password(conn: psycopg.Connection, role: str, path: Path) -> None:
+    """Give `role` the password kept in `path`, generating it there (0600) the first time."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32) + "\n")
     password = path.read_text().strip()
     conn.execute(
-        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(API_ROLE), sql.Literal(password))
+        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
     )
+
+
+def ensure_login_passwords(conn: psycopg.Connection, settings: Settings) -> None:
+    # A role whose override URL is set logs in however that URL says: leave its password alone.
+    if not settings.api_database_url:
+        ensure_password(conn, API_ROLE, settings.api_password_file)
+    if not settings.admin_database_url:
+        ensure_password(conn, ADMIN_ROLE, settings.admin_password_file)
 
 
 def main() -> None:
@@ -125,7 +132,7 @@ def main() -> None:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         count = apply_functions(conn)
         cron_summary = ensure_job_connection(conn)
-        ensure_api_password(conn, settings)
+        ensure_login_passwords(conn, settings)
     print(cron_summary, file=sys.stderr)
     print(
         f"migrate: {len(applied)} migration(s) applied, {count} function file(s) applied",

@@ -26,7 +26,7 @@ def start_overload_protection(app: Litestar, settings: Settings) -> None:
     reserved = reserved_connections(settings)
     if reserved > settings.pool_size:
         log.warning(
-            "ADMISSION_WRITES + ADMISSION_READS + ADMISSION_ADMIN + HEARTBEAT_MAX_IN_FLIGHT = %d "
+            "ADMISSION_WRITES + ADMISSION_READS + HEARTBEAT_MAX_IN_FLIGHT = %d "
             "exceeds DB_POOL_SIZE = %d: heartbeat batches may wait for a connection behind "
             "other requests",
             reserved,

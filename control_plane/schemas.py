@@ -119,7 +119,7 @@ class HeartbeatRequest(Body):
 
 
 class ReasonRequest(Body):
-    """Detach and revoke: an optional reason, accepted and not stored."""
+    """Detach and revoke: an optional reason, stored in the event (contract §9)."""
 
     reason: Reason | None = None
 
@@ -151,6 +151,10 @@ class RaiseFloorRequest(Body):
     min_client_version: Version | None
 
 
+class SessionStateRequest(Body):
+    state: SessionState
+
+
 # --- responses (documentation: the SQL functions build the exact JSON) -------------------------
 # Timestamps are `datetime` (JSON Schema `format: date-time`): PostgreSQL renders timestamptz in
 # jsonb as ISO 8601 with an offset, which every RFC 3339 parser reads.
@@ -160,7 +164,15 @@ class Response_(msgspec.Struct, rename="camel"):
     """Base of response shapes."""
 
 
-class AttachResult(Response_):
+class AdvertisedTiming(Response_):
+    """contract §10: the settings at the moment of the write; daemons beat at the interval."""
+
+    heartbeat_interval_seconds: float
+    degraded_after_seconds: float
+    offline_after_seconds: float
+
+
+class AttachResult(AdvertisedTiming):
     attachment_id: UUID
     session_id: UUID
     node_id: NodeId
@@ -171,7 +183,7 @@ class AttachResult(Response_):
     attached_at: datetime
 
 
-class NodeStateResult(Response_):
+class NodeStateResult(AdvertisedTiming):
     node_id: NodeId
     state: SlotState
     updated_at: datetime
@@ -191,7 +203,40 @@ class RosterNode(Response_):
 
 
 class RosterResult(Response_):
+    revision: int  # the event id up to which `nodes` includes every event (contract §9)
     nodes: list[RosterNode]
+
+
+class RuntimeNodeEvent(Response_):
+    """One row of runtime_node_events (contract §9); absent values are null."""
+
+    id: int
+    at: datetime
+    session_id: UUID
+    node_id: NodeId
+    attachment_id: UUID
+    kind: Literal[
+        "attached",
+        "declared",
+        "capabilities_updated",
+        "state_changed",
+        "health_changed",
+        "detached",
+        "revoked",
+    ]
+    state: SlotState
+    previous_state: SlotState | None
+    health_state: HealthState | None
+    previous_health_state: HealthState | None
+    actor: Literal["daemon", "owner", "admin", "sweep"]
+    actor_participant_id: UUID | None
+    reason: str | None
+    capabilities: dict[str, Any] | None
+
+
+class EventsPage(Response_):
+    events: list[RuntimeNodeEvent]
+    next: int  # pass as `after` next time
 
 
 class ParticipantResult(Response_):
@@ -221,6 +266,66 @@ class MembershipResult(Response_):
 class FloorResult(Response_):
     session_id: UUID
     min_client_version: Version
+
+
+# --- admin reads (contract §11) ------------------------------------------------------------------
+
+
+class ParticipantSummary(Response_):
+    participant_id: UUID
+    display_name: str | None
+    created_at: datetime
+
+
+class ParticipantPage(Response_):
+    items: list[ParticipantSummary]
+    next: UUID | None  # pass as `after` for the next page; null on the last page
+
+
+class TokenMetadata(Response_):
+    token_id: UUID
+    label: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ParticipantDetail(Response_):
+    participant_id: UUID
+    display_name: str | None
+    created_at: datetime
+    tokens: list[TokenMetadata]
+
+
+class SessionSummary(Response_):
+    session_id: UUID
+    state: SessionState
+    min_client_version: Version | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionPage(Response_):
+    items: list[SessionSummary]
+    next: UUID | None  # pass as `after` for the next page; null on the last page
+
+
+class SessionMember(Response_):
+    participant_id: UUID
+    display_name: str | None
+    role: MembershipRole
+    state: MembershipState
+    joined_at: datetime | None
+    updated_at: datetime
+
+
+class SessionDetail(Response_):
+    session_id: UUID
+    state: SessionState
+    min_client_version: Version | None
+    created_at: datetime
+    updated_at: datetime
+    members: list[SessionMember]
 
 
 # --- operations endpoints ---------------------------------------------------------------------

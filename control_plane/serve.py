@@ -9,7 +9,11 @@ import uvicorn
 
 from control_plane.config import ConfigError, load_settings
 from control_plane.connection_limits import GuardedHttpTools
-from control_plane.database import ConnectionConfigError, api_connect_kwargs
+from control_plane.database import (
+    ConnectionConfigError,
+    admin_connect_kwargs,
+    api_connect_kwargs,
+)
 from control_plane.metrics import prepare_multiprocess
 from control_plane.preflight import require_free_port, service_url
 
@@ -20,6 +24,10 @@ def main() -> None:
         api_connect_kwargs(settings)  # the same check each worker makes, before any starts
     except ConnectionConfigError as exc:
         raise ConfigError(f"DATABASE_URL: {exc}") from None
+    try:
+        admin_connect_kwargs(settings)
+    except ConnectionConfigError as exc:
+        raise ConfigError(f"CONTROL_PLANE_ADMIN_DATABASE_URL: {exc}") from None
     prepare_multiprocess(settings.workers)  # workers share request counters (/metrics)
     require_free_port(settings.host, settings.port)
     print(

@@ -295,7 +295,11 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "CONTROL_PLANE_API_DATABASE_URL"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("CONTROL_PLANE_API_DATABASE_URL", "CONTROL_PLANE_ADMIN_DATABASE_URL")
+        }
         env.update(
             DATABASE_URL=self.database_url,
             CONTROL_PLANE_ADMIN_TOKEN=self.admin_token,

@@ -1,4 +1,4 @@
-"""What every route module shares: the pool, settings, and documented error responses."""
+"""What every route module shares: the pools, settings, and documented error responses."""
 
 from __future__ import annotations
 
@@ -20,16 +20,26 @@ from control_plane.refusals import RefuseEarlyMiddleware
 
 
 def pool_of(request: Request[Any, Any, Any]) -> AdmittedPool:
-    """The pool as this request may use it: each call admitted within the request's class
-    (503 when the class is saturated; control_plane/admission.py)."""
-    state = request.app.state
+    """The API role's pool (every call made with a participant's token), as this request may
+    use it: each call admitted within the request's class (503 when the class is saturated;
+    control_plane/admission.py)."""
+    return _admitted(request, request.app.state.pool)
+
+
+def admin_pool_of(request: Request[Any, Any, Any]) -> AdmittedPool:
+    """The admin role's pool: only after the admin token was checked (control_plane.auth);
+    admitted like pool_of."""
+    return _admitted(request, request.app.state.admin_pool)
+
+
+def _admitted(request: Request[Any, Any, Any], pool: asyncpg.Pool) -> AdmittedPool:
     request_class = classify(request.scope.get("path_template") or "", request.method)
-    admission: Admission = state.admission
-    return admission.pool_for(state.pool, request_class)
+    admission: Admission = request.app.state.admission
+    return admission.pool_for(pool, request_class)
 
 
 def raw_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
-    """The pool itself, for the operations endpoints (they bound their own calls)."""
+    """The API role's pool itself, for the operations endpoints (they bound their own calls)."""
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
@@ -56,6 +66,7 @@ CAPABILITY_UPDATE_CONFLICT = errors.SQLSTATE_ERRORS["CPC03"]
 FLOOR_EXCEEDED = errors.SQLSTATE_ERRORS["CPC04"]
 SESSION_NOT_ACTIVE = errors.SQLSTATE_ERRORS["CPC05"]
 FLOOR_LOWERING_FORBIDDEN = errors.SQLSTATE_ERRORS["CPC06"]
+STATE_TRANSITION_FORBIDDEN = errors.SQLSTATE_ERRORS["CPC07"]
 TOO_LARGE = errors.TOO_LARGE
 UNSUPPORTED_MEDIA_TYPE = errors.UNSUPPORTED_MEDIA_TYPE
 UNAVAILABLE = errors.UNAVAILABLE
@@ -79,6 +90,8 @@ EXAMPLE_DETAILS = {
     FLOOR_EXCEEDED.code: "client version 1.4 is below the session's minimum client version 1.6",
     SESSION_NOT_ACTIVE.code: "the session is not active",
     FLOOR_LOWERING_FORBIDDEN.code: "the client version floor may only be raised",
+    STATE_TRANSITION_FORBIDDEN.code: "session state may only move forward (provisioning → "
+    "active → archived → closed): archived → active is refused",
     TOO_LARGE.code: "request body exceeds 64 KiB",
     UNSUPPORTED_MEDIA_TYPE.code: "the request body must be application/json",
     UNAVAILABLE.code: "the database is unavailable; retry later",

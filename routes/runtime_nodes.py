@@ -40,12 +40,14 @@ from routes._common import (
     FLOOR_EXCEEDED,
     INVALID,
     NODE_NOT_FOUND,
+    NOT_FOUND,
     PERMISSION_DENIED,
     RATE_LIMITED,
     REFUSE_EARLY,
     SESSION_NOT_ACTIVE,
     UNAUTHENTICATED,
     UNAVAILABLE,
+    admin_pool_of,
     pool_of,
     problems,
     settings_of,
@@ -177,26 +179,39 @@ async def detach(request: Req, node_id: str) -> Response[None]:
     active it is a no-op 204. Never touches a revoked slot."""
     nid = path_node_id(node_id)
     digest = _digest(request)
-    await read_body(request, ReasonRequest, optional=True)  # reason: accepted, not stored
-    await pool_of(request).execute("SELECT control_plane.runtime_node_detach($1, $2)", digest, nid)
+    body = await read_body(request, ReasonRequest, optional=True)
+    # The reason is stored in the detached event (contract §9).
+    await pool_of(request).execute(
+        "SELECT control_plane.runtime_node_detach($1, $2, $3)", digest, nid, body.reason
+    )
     return no_content()
+
+
+def _is_admin(request: Req) -> bool:
+    return is_admin(request.headers.get("authorization"), settings_of(request).admin_token)
 
 
 @get(
     "/sessions/{session_id:str}/runtime-nodes",
     summary="List a session's runtime nodes",
-    responses=problems(*_PROBLEMS, RATE_LIMITED),
+    responses=problems(*_PROBLEMS, NOT_FOUND, RATE_LIMITED),
+    opt=auth_opt(Auth.ADMIN_OR_PARTICIPANT),
     middleware=REFUSE_EARLY,
 )
 async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     """Every attachment of the session in all five slot states, ordered by `attachedAt` then
     `nodeId`, with presence health (null when the node never beat) and the read-only verdict
-    against the current floor. For active members of the session."""
+    against the current floor. For active members of the session, or the admin token (any
+    session; 404 `not_found` for an unknown one)."""
     sid = path_uuid(session_id, "sessionId")
-    digest = _digest(request)
-    result = await pool_of(request).fetchval(
-        "SELECT control_plane.runtime_node_roster($1, $2)", digest, sid
-    )
+    if _is_admin(request):
+        result = await admin_pool_of(request).fetchval(
+            "SELECT control_plane.admin_session_roster($1)", sid
+        )
+    else:
+        result = await pool_of(request).fetchval(
+            "SELECT control_plane.runtime_node_roster($1, $2)", _digest(request), sid
+        )
     return json_response(result)
 
 
@@ -215,14 +230,23 @@ async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
     admin token; 404 when the session has no attachment of that node."""
     sid = path_uuid(session_id, "sessionId")
     nid = path_node_id(node_id)
-    authorization = request.headers.get("authorization")
-    # The admin token is accepted here (and on /v1/admin) only; otherwise a participant token.
-    as_admin = is_admin(authorization, settings_of(request).admin_token)
-    digest = None if as_admin else participant_digest(authorization)
-    await read_body(request, ReasonRequest, optional=True)  # reason: accepted, not stored
-    await pool_of(request).execute(
-        "SELECT control_plane.runtime_node_revoke($1, $2, $3, $4)", digest, sid, nid, as_admin
-    )
+    # A session owner's token, or the admin token (through the admin role, which alone may).
+    as_admin = _is_admin(request)
+    digest = None if as_admin else _digest(request)
+    body = await read_body(request, ReasonRequest, optional=True)
+    # The reason is stored in the revoked event (contract §9).
+    if as_admin:
+        await admin_pool_of(request).execute(
+            "SELECT control_plane.admin_revoke_runtime_node($1, $2, $3)", sid, nid, body.reason
+        )
+    else:
+        await pool_of(request).execute(
+            "SELECT control_plane.runtime_node_revoke($1, $2, $3, $4)",
+            digest,
+            sid,
+            nid,
+            body.reason,
+        )
     return no_content()
 
 

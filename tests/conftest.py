@@ -193,6 +193,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The server derives both logins from DATABASE_URL and gets its admin token from the test.
+_NOT_INHERITED = (
+    "CONTROL_PLANE_ADMIN_TOKEN",
+    "CONTROL_PLANE_API_DATABASE_URL",
+    "CONTROL_PLANE_ADMIN_DATABASE_URL",
+)
+
+
 class ServerProcess:
     """`python -m control_plane.serve` as a child process, with its log captured to a file."""
 
@@ -200,11 +208,7 @@ class ServerProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("CONTROL_PLANE_ADMIN_TOKEN", "CONTROL_PLANE_API_DATABASE_URL")
-        }
+        env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         env.update(
             DATABASE_URL=database_url,
             HOST="127.0.0.1",

@@ -15,9 +15,9 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.admin_create_participant(text) IS
-    'Admin: creates a participant and returns {participantId}. Callers must hold admin authority '
-    '(the HTTP tier checks the admin token; DBAs call it directly).';
-GRANT EXECUTE ON FUNCTION control_plane.admin_create_participant(text) TO control_plane_api;
+    'Admin: creates a participant and returns {participantId}. Executable by control_plane_admin '
+    'only (the HTTP tier''s admin pool, after the admin token check; DBAs call it directly).';
+GRANT EXECUTE ON FUNCTION control_plane.admin_create_participant(text) TO control_plane_admin;
 
 CREATE OR REPLACE FUNCTION control_plane.admin_issue_token(
     p_participant_id uuid,
@@ -61,7 +61,7 @@ COMMENT ON FUNCTION control_plane.admin_issue_token(uuid, text, integer) IS
     'Admin: issues a bearer token for a participant and returns {tokenId, token, expiresAt}. The '
     'token (cpt_ + base64url of 32 random bytes) is shown once; only its SHA-256 digest is stored. '
     'Unknown participant → CPN04 (not_found).';
-GRANT EXECUTE ON FUNCTION control_plane.admin_issue_token(uuid, text, integer) TO control_plane_api;
+GRANT EXECUTE ON FUNCTION control_plane.admin_issue_token(uuid, text, integer) TO control_plane_admin;
 
 CREATE OR REPLACE FUNCTION control_plane.admin_revoke_token(p_token_id uuid)
     RETURNS void
@@ -79,4 +79,86 @@ $fn$;
 COMMENT ON FUNCTION control_plane.admin_revoke_token(uuid) IS
     'Admin: revokes a participant token (effective on its next request; revoking twice keeps the '
     'first revocation time). Unknown token id → CPN04 (not_found).';
-GRANT EXECUTE ON FUNCTION control_plane.admin_revoke_token(uuid) TO control_plane_api;
+GRANT EXECUTE ON FUNCTION control_plane.admin_revoke_token(uuid) TO control_plane_admin;
+
+-- contract §11: participants in creation order, one keyset page at a time.
+CREATE OR REPLACE FUNCTION control_plane.admin_list_participants(
+    p_limit integer DEFAULT 100,
+    p_after uuid DEFAULT NULL
+)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_limit integer := page_limit(p_limit);  -- CP400
+    -- Before every row: the first page.
+    v_after_at timestamptz := '-infinity'::timestamptz;
+    v_after_id uuid := '00000000-0000-0000-0000-000000000000'::uuid;
+    v_ids uuid[];
+BEGIN
+    IF p_after IS NOT NULL THEN
+        SELECT created_at, id INTO v_after_at, v_after_id FROM participants WHERE id = p_after;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'after must be the id of a listed participant' USING ERRCODE = 'CP400';
+        END IF;
+    END IF;
+    -- One row more than the page says whether there is a next page.
+    v_ids := ARRAY(SELECT p.id FROM participants p
+                    WHERE (p.created_at, p.id) > (v_after_at, v_after_id)
+                    ORDER BY p.created_at, p.id
+                    LIMIT v_limit + 1);
+    RETURN jsonb_build_object(
+        'items', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('participantId', p.id,
+                                                'displayName', p.display_name,
+                                                'createdAt', p.created_at) ORDER BY u.n)
+              FROM unnest(v_ids[1:v_limit]) WITH ORDINALITY u (id, n)
+              JOIN participants p ON p.id = u.id), '[]'::jsonb),
+        'next', CASE WHEN cardinality(v_ids) > v_limit THEN v_ids[v_limit] END);
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.admin_list_participants(integer, uuid) IS
+    'Admin: one page of participants ordered by (created_at, id): {items: [{participantId, '
+    'displayName, createdAt}], next}. p_limit 1..1000 (NULL → 100), else CP400. next is the id to '
+    'pass as p_after for the following page, null on the last page; p_after that is no '
+    'participant''s id → CP400. Keyset, so a walk never repeats or skips a participant that '
+    'existed throughout it, whatever is created meanwhile. Reads one snapshot, takes no lock.';
+GRANT EXECUTE ON FUNCTION control_plane.admin_list_participants(integer, uuid)
+    TO control_plane_admin;
+
+-- contract §11: one participant with its tokens' metadata (never the secret or its digest).
+CREATE OR REPLACE FUNCTION control_plane.admin_get_participant(p_participant_id uuid)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_row participants;
+BEGIN
+    SELECT * INTO v_row FROM participants WHERE id = p_participant_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'participant not found' USING ERRCODE = 'CPN04';
+    END IF;
+    RETURN jsonb_build_object(
+        'participantId', v_row.id,
+        'displayName', v_row.display_name,
+        'createdAt', v_row.created_at,
+        'tokens', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('tokenId', t.id,
+                                                'label', t.label,
+                                                'createdAt', t.created_at,
+                                                'expiresAt', t.expires_at,
+                                                'revokedAt', t.revoked_at)
+                             ORDER BY t.created_at, t.id)
+              FROM participant_tokens t WHERE t.participant_id = v_row.id), '[]'::jsonb));
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.admin_get_participant(uuid) IS
+    'Admin: {participantId, displayName, createdAt, tokens: [{tokenId, label, createdAt, '
+    'expiresAt, revokedAt}]} — every token ever issued to the participant, oldest first, '
+    'including expired and revoked ones; never the secret or its digest. Unknown participant → '
+    'CPN04 (not_found).';
+GRANT EXECUTE ON FUNCTION control_plane.admin_get_participant(uuid) TO control_plane_admin;

@@ -27,6 +27,7 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_heartbeat_batch(
 AS $fn$
 DECLARE
     v_sqlstates text[];
+    v_events runtime_node_event_draft[];
 BEGIN
     IF p_token_sha256s IS NULL OR p_node_ids IS NULL OR p_health_states IS NULL
        OR coalesce(array_ndims(p_token_sha256s), 1) <> 1
@@ -55,12 +56,13 @@ BEGIN
     allowed AS (
         -- The caller owns the node's active attachment and is an active member of its
         -- session. The lock re-checks these conditions if a detach/revoke got there first.
-        SELECT item.ord, a.node_id, item.health
+        SELECT item.ord, a.node_id, item.health, a.id AS attachment_id, a.session_id,
+               item.participant_id
           FROM (SELECT * FROM item
                  WHERE item.participant_id IS NOT NULL AND item.health IN ('online', 'degraded')
                  ORDER BY item.node) item
          CROSS JOIN LATERAL (
-              SELECT a.node_id
+              SELECT a.node_id, a.id, a.session_id
                 FROM runtime_node_attachments a
                WHERE a.node_id = item.node
                  AND slot_is_active(a.state)
@@ -74,17 +76,35 @@ BEGIN
     ),
     beat AS (
         -- A node beating twice in one batch: the last item wins (both get 204).
-        INSERT INTO runtime_node_presence AS p (node_id, last_heartbeat_at, health_state)
-        SELECT DISTINCT ON (allowed.node_id) allowed.node_id, now(), allowed.health
+        -- health_before_last_beat: NULL for a first beat (insert), else the health this upsert
+        -- replaced (the locked row's), so RETURNING tells a health change from a steady beat.
+        INSERT INTO runtime_node_presence AS p
+               (node_id, last_heartbeat_at, health_state, health_before_last_beat)
+        SELECT DISTINCT ON (allowed.node_id) allowed.node_id, now(), allowed.health, NULL
           FROM allowed
          ORDER BY allowed.node_id, allowed.ord DESC
         ON CONFLICT (node_id) DO UPDATE
            SET last_heartbeat_at = EXCLUDED.last_heartbeat_at,
-               health_state = EXCLUDED.health_state
+               health_state = EXCLUDED.health_state,
+               health_before_last_beat = p.health_state
+        RETURNING p.node_id, p.health_state, p.health_before_last_beat
+    ),
+    changed AS (
+        -- contract §9: the first beat, a new self-report, a recovery from a sweep demotion.
+        -- A steady beat (same health) is not an event: the hot path stays one statement.
+        SELECT array_agg(ROW(
+                   beat.node_id, w.attachment_id, w.session_id, 'health_changed', false, NULL,
+                   true, beat.health_before_last_beat, 'daemon', w.participant_id, NULL, NULL
+               )::runtime_node_event_draft ORDER BY beat.node_id) AS drafts
+          FROM beat
+          JOIN (SELECT DISTINCT ON (allowed.node_id) allowed.*
+                  FROM allowed ORDER BY allowed.node_id, allowed.ord DESC) w
+            ON w.node_id = beat.node_id
+         WHERE beat.health_before_last_beat IS DISTINCT FROM beat.health_state
     )
     -- One SQLSTATE per item, in order; NULL = accepted (the HTTP tier maps them through the same
     -- table as every raised SQLSTATE).
-    SELECT coalesce(array_agg(
+    SELECT (SELECT changed.drafts FROM changed), coalesce(array_agg(
                CASE WHEN item.health IS NULL OR item.health NOT IN ('online', 'degraded')
                         THEN 'CP400'
                     WHEN item.participant_id IS NULL THEN 'CP401'
@@ -93,7 +113,11 @@ BEGIN
                END ORDER BY item.ord), '{}')
       FROM item
       LEFT JOIN (SELECT DISTINCT allowed.ord FROM allowed) ok ON ok.ord = item.ord
-    INTO v_sqlstates;
+    INTO v_events, v_sqlstates;
+    -- Last step, after every row lock: the event lock, held to commit (runtime_node_events_append).
+    IF v_events IS NOT NULL THEN
+        PERFORM runtime_node_events_append(v_events);
+    END IF;
     RETURN v_sqlstates;
 END
 $fn$;
@@ -106,7 +130,10 @@ COMMENT ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], 
     'of its session (no presence written). Each item is authorized with its own token. A node '
     'beating twice in one batch: the last item wins. Exempt from the version floor. Takes FOR KEY '
     'SHARE on each attachment (detach/revoke take FOR UPDATE) and writes presence rows in node_id '
-    'order. Commits synchronously: an acknowledged beat survives a crash.';
+    'order. A beat that changes the node''s health (first beat, new self-report, recovery from a '
+    'sweep demotion) writes one health_changed event under the session of its active attachment '
+    '(contract §9; actor daemon); a steady beat writes none. Commits synchronously: an '
+    'acknowledged beat survives a crash.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_heartbeat_batch(bytea[], text[], text[])

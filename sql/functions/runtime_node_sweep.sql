@@ -36,6 +36,10 @@ DECLARE
     v_mode           text;
     v_transitions    integer;
     v_elapsed        interval;
+    v_nodes          text[];
+    v_healths        text[];
+    v_previous       text[];
+    v_events         runtime_node_event_draft[];
 BEGIN
     IF p_now IS NULL THEN
         RAISE EXCEPTION 'p_now must not be null' USING ERRCODE = 'CP400';
@@ -94,30 +98,49 @@ BEGIN
 
     -- Transition-only: online → degraded | offline, degraded → offline. Never a promotion,
     -- never a rewrite of a row already at its target, never offline → anything.
-    RETURN QUERY
     WITH stale AS (
-        SELECT p.node_id
+        -- FOR NO KEY UPDATE returns the newest version it locked: its health is the previous one.
+        SELECT p.node_id, p.health_state AS previous
           FROM runtime_node_presence p
          WHERE (p.health_state = 'online'
                 AND greatest(p.last_heartbeat_at, v_floor) < v_degraded_before)
             OR (p.health_state = 'degraded'
                 AND greatest(p.last_heartbeat_at, v_floor) < v_offline_before)
            FOR NO KEY UPDATE SKIP LOCKED
+    ),
+    moved AS (
+        UPDATE runtime_node_presence p
+           SET health_state = CASE
+                   WHEN greatest(p.last_heartbeat_at, v_floor) < v_offline_before THEN 'offline'
+                   ELSE 'degraded'
+               END
+          FROM stale
+         WHERE p.node_id = stale.node_id
+           -- Re-checked on the row version this UPDATE locks.
+           AND ((p.health_state = 'online'
+                 AND greatest(p.last_heartbeat_at, v_floor) < v_degraded_before)
+                OR (p.health_state = 'degraded'
+                    AND greatest(p.last_heartbeat_at, v_floor) < v_offline_before))
+        RETURNING p.node_id::text AS node_id, p.health_state, stale.previous
     )
-    UPDATE runtime_node_presence p
-       SET health_state = CASE
-               WHEN greatest(p.last_heartbeat_at, v_floor) < v_offline_before THEN 'offline'
-               ELSE 'degraded'
-           END
-      FROM stale
-     WHERE p.node_id = stale.node_id
-       -- Re-checked on the row version this UPDATE locks.
-       AND ((p.health_state = 'online'
-             AND greatest(p.last_heartbeat_at, v_floor) < v_degraded_before)
-            OR (p.health_state = 'degraded'
-                AND greatest(p.last_heartbeat_at, v_floor) < v_offline_before))
-    RETURNING p.node_id::text, p.health_state;
-    GET DIAGNOSTICS v_transitions = ROW_COUNT;
+    SELECT coalesce(array_agg(moved.node_id ORDER BY moved.node_id), '{}'),
+           coalesce(array_agg(moved.health_state ORDER BY moved.node_id), '{}'),
+           coalesce(array_agg(moved.previous ORDER BY moved.node_id), '{}')
+      INTO v_nodes, v_healths, v_previous
+      FROM moved;
+    v_transitions := cardinality(v_nodes);
+    RETURN QUERY SELECT m.node_id, m.health_state FROM unnest(v_nodes, v_healths) AS m (node_id, health_state);
+
+    -- contract §9: one health_changed event per demotion, under the session of the node's active
+    -- attachment (none → no event). Read without a lock: a detach or revoke of that slot must
+    -- first update the presence row this transaction holds, so it commits after us.
+    SELECT array_agg(ROW(m.node_id, a.id, a.session_id, 'health_changed', false, NULL, true,
+                         m.previous, 'sweep', NULL, NULL, NULL)::runtime_node_event_draft
+                     ORDER BY a.session_id, m.node_id)
+      INTO v_events
+      FROM unnest(v_nodes, v_previous) AS m (node_id, previous)
+      JOIN runtime_node_attachments a
+        ON a.node_id = m.node_id AND a.state IN ('registering', 'online', 'degraded');
 
     -- Recorded on the sweep's own clock (p_now), so explicit calls with a p_now far from the
     -- real clock keep the gap guard consistent from one call to the next.
@@ -132,6 +155,8 @@ BEGIN
            mode = v_mode,
            resumed_at = v_resumed,
            stall_since = v_stall_since;
+    -- Last step: the event lock, held to commit (runtime_node_events_append).
+    PERFORM runtime_node_events_append(v_events);
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_sweep(timestamptz) IS
@@ -139,7 +164,9 @@ COMMENT ON FUNCTION control_plane.runtime_node_sweep(timestamptz) IS
     'last heartbeat is older than settings.degraded_after (strict >) from online to degraded and '
     'older than settings.offline_after (strict >) to offline; transition-only and idempotent (never '
     'promotes, never rewrites a row at its target, never turns offline into degraded). Returns the '
-    'rows it transitioned and records the run in sweep_state; writes nothing else. Outage guard: '
+    'rows it transitioned and records the run in sweep_state, and writes one health_changed '
+    'event (actor sweep) per demotion of a node with an active attachment, under that '
+    'attachment''s session (contract §9), as its last step. Outage guard: '
     'after a gap of more than gap_grace since the previous sweep (or on the first sweep) it sets '
     'resumed_at and until resumed_at + offline_after measures staleness from '
     'greatest(last_heartbeat_at, resumed_at) (mode gap_grace); when at least stall_min_nodes rows '

@@ -59,10 +59,11 @@ def test_migrate_repairs_jobs_registered_at_localhost(
     jobs = our_jobs(db)
     assert [name for name, _, _ in jobs] == [
         "runtime-node-cron-history-purge",
+        "runtime-node-events-purge",
         "runtime-node-staleness-sweep",
     ]
     assert {(node, port) for _, node, port in jobs} == {(socket_dir, server_port(db))}
-    assert f"2 job(s) now connect to {socket_dir}:{server_port(db)}" in proc.stderr
+    assert f"3 job(s) now connect to {socket_dir}:{server_port(db)}" in proc.stderr
 
     again = run_migrate(database_url)
     assert "now connect" not in again.stderr  # nothing left to repair
@@ -125,7 +126,7 @@ def test_a_repair_clears_the_failures_of_the_old_registration(
         "    AND database = current_database()"
     )
     first = run_migrate(database_url)
-    assert "2 job(s) now connect to" in first.stderr
+    assert "3 job(s) now connect to" in first.stderr
     assert "1 failed run(s) of the old registration cleared" in first.stderr
     assert cron_jobs.last_connection_failure(db) is None
     run_migrate(database_url)  # check=True: succeeds

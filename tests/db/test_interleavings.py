@@ -283,7 +283,7 @@ def test_revoke_waits_for_an_open_heartbeat_then_presence_ends_offline(
     heartbeat(beating, n.who, n.node_id, "degraded")
     job = pool.submit(
         revoking.execute,
-        "SELECT control_plane.runtime_node_revoke(NULL, %s, %s, true)",
+        "SELECT control_plane.admin_revoke_runtime_node(%s, %s)",
         (n.session_id, n.node_id),
     )
     wait_until_blocked(fx.conn, backend_pid(revoking), backend_pid(beating), job)

@@ -1,7 +1,9 @@
-"""Least privilege, proven by logging in as the API role the way the app does (contract §8).
+"""Least privilege, proven by logging in as the API and admin roles the way the app does
+(contract §8, §11).
 
-tests/sql/14-privileges.sql checks the catalog; this file checks what a real session of
-control_plane_api can and cannot do.
+tests/sql/14-privileges.sql and 15-admin-role.sql check the catalog; this file checks what real
+sessions of control_plane_api and control_plane_admin can and cannot do. The point of the admin
+role: a leaked API-role credential cannot mint participants, tokens or memberships.
 """
 
 from __future__ import annotations
@@ -9,23 +11,33 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 from psycopg import errors, sql
 
-from control_plane.config import load_settings
-from control_plane.database import API_ROLE, api_dsn
+from control_plane.config import Settings, load_settings
+from control_plane.database import ADMIN_ROLE, API_ROLE, admin_dsn, api_dsn
 
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
 
+def _login(database_url: str, dsn_of: Callable[[Settings], str]) -> psycopg.Connection:
+    """A connection with exactly the app's login: DATABASE_URL with the user swapped."""
+    settings = load_settings({**os.environ, "DATABASE_URL": database_url})
+    return psycopg.connect(dsn_of(settings), autocommit=True)
+
+
 @pytest.fixture(scope="module")
 def api(database_url: str, migrated: None) -> Iterator[psycopg.Connection]:
-    """A connection with exactly the app's login: DATABASE_URL with the user swapped."""
-    dsn = api_dsn(load_settings({**os.environ, "DATABASE_URL": database_url}))
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with _login(database_url, api_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="module")
+def admin_db(database_url: str, migrated: None) -> Iterator[psycopg.Connection]:
+    with _login(database_url, admin_dsn) as conn:
         yield conn
 
 
@@ -64,7 +76,9 @@ def test_no_table_privilege_on_any_table(api: psycopg.Connection, db: psycopg.Co
     allowed = []
     for table in names:
         first_column = db.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum = 1",
+            # The first ordinary column (an identity column refuses UPDATE before privileges).
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+            " AND NOT attisdropped AND attidentity = '' ORDER BY attnum LIMIT 1",
             (f"control_plane.{table}",),
         ).fetchone()[0]
         for privilege in PRIVILEGES:
@@ -161,3 +175,142 @@ def test_owns_nothing(db: psycopg.Connection) -> None:
         {"r": API_ROLE},
     ).fetchall()
     assert owned == [(0,), (0,), (0,), (0,)]
+
+
+# --- the admin role, and the API role's refusal of every admin function --------------------------
+
+
+def admin_functions(db: psycopg.Connection) -> list[tuple[str, str]]:
+    """Every admin_* function with a call of it on NULL arguments (EXECUTE is checked first)."""
+    rows = db.execute(
+        "SELECT p.oid::regprocedure::text, format('SELECT %s(%s)', p.oid::regproc,"
+        "   (SELECT string_agg(format('NULL::%s', format_type(t, NULL)), ', ' ORDER BY i)"
+        "      FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY a (t, i)))"
+        " FROM pg_proc p WHERE p.pronamespace = 'control_plane'::regnamespace"
+        " AND p.proname LIKE 'admin\\_%' ORDER BY 1"
+    ).fetchall()
+    return [(sig, call) for sig, call in rows]
+
+
+def test_a_leaked_api_credential_cannot_act_as_the_admin(
+    api: psycopg.Connection, db: psycopg.Connection
+) -> None:
+    calls = admin_functions(db)
+    names = {sig.split("(")[0] for sig, _ in calls}
+    assert {
+        "control_plane.admin_create_participant",
+        "control_plane.admin_issue_token",
+        "control_plane.admin_put_membership",
+        "control_plane.admin_revoke_runtime_node",
+        "control_plane.admin_list_participants",
+    } <= names
+    accepted = []
+    for sig, call in calls:
+        try:
+            api.execute(call)
+        except errors.InsufficientPrivilege:
+            continue
+        except psycopg.Error as exc:  # the function ran and refused its arguments
+            accepted.append(f"{sig}: {exc.sqlstate}")
+        else:
+            accepted.append(f"{sig}: ran")
+    assert accepted == []
+
+
+def test_the_api_role_cannot_mint_a_token_for_itself(
+    api: psycopg.Connection, db: psycopg.Connection
+) -> None:
+    pid = db.execute("SELECT gen_random_uuid()").fetchone()[0]
+    with pytest.raises(errors.InsufficientPrivilege):
+        api.execute("SELECT control_plane.admin_create_participant('intruder')")
+    with pytest.raises(errors.InsufficientPrivilege):
+        api.execute("SELECT control_plane.admin_issue_token(%s)", (pid,))
+    with pytest.raises(errors.InsufficientPrivilege):
+        api.execute(
+            "SELECT control_plane.admin_put_membership(%s, %s, 'owner', 'active')", (pid, pid)
+        )
+    assert db.execute(
+        "SELECT count(*) FROM control_plane.participants WHERE display_name = 'intruder'"
+    ).fetchone() == (0,)
+
+
+def test_logged_in_as_the_admin_role_not_a_superuser(admin_db: psycopg.Connection) -> None:
+    user, superuser = admin_db.execute(
+        "SELECT current_user, current_setting('is_superuser')"
+    ).fetchone()
+    assert (user, superuser) == (ADMIN_ROLE, "off")
+
+
+def test_the_admin_role_may_execute_every_admin_function(
+    admin_db: psycopg.Connection, db: psycopg.Connection
+) -> None:
+    refused = []
+    for sig, call in admin_functions(db):
+        admin_db.execute("BEGIN")
+        try:
+            admin_db.execute(call)
+        except errors.InsufficientPrivilege:
+            refused.append(sig)
+        except psycopg.Error:
+            pass  # it ran: NULL arguments are refused by the function itself
+        finally:
+            admin_db.execute("ROLLBACK")  # NULL arguments may still create a row
+    assert refused == []
+
+
+def test_the_admin_role_works_end_to_end(admin_db: psycopg.Connection) -> None:
+    pid = admin_db.execute("SELECT control_plane.admin_create_participant('via admin role')")
+    participant = pid.fetchone()[0]["participantId"]
+    issued = admin_db.execute(
+        "SELECT control_plane.admin_issue_token(%s, 'admin-role test')", (participant,)
+    ).fetchone()[0]
+    detail = admin_db.execute(
+        "SELECT control_plane.admin_get_participant(%s)", (participant,)
+    ).fetchone()[0]
+    assert [t["tokenId"] for t in detail["tokens"]] == [issued["tokenId"]]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT control_plane.runtime_node_heartbeat('\\x00'::bytea, 'n', 'online')",
+        "SELECT control_plane.runtime_node_roster('\\x00'::bytea, gen_random_uuid())",
+        "SELECT control_plane.ops_status()",
+        "SELECT control_plane.runtime_node_revoke_slot(gen_random_uuid(), 'n', NULL, NULL)",
+        "SELECT count(*) FROM control_plane.participant_tokens",
+        "SELECT count(*) FROM control_plane.sessions",
+    ],
+)
+def test_the_admin_role_may_do_nothing_else(admin_db: psycopg.Connection, call: str) -> None:
+    with pytest.raises(errors.InsufficientPrivilege):
+        admin_db.execute(call)
+
+
+@pytest.mark.parametrize("role", ["control_plane_owner", "control_plane_api", "postgres"])
+def test_the_admin_role_cannot_become_another_role(admin_db: psycopg.Connection, role: str) -> None:
+    with pytest.raises(errors.InsufficientPrivilege):
+        admin_db.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    assert admin_db.execute("SELECT current_user").fetchone()[0] == ADMIN_ROLE
+
+
+def test_the_api_role_cannot_become_the_admin(api: psycopg.Connection) -> None:
+    with pytest.raises(errors.InsufficientPrivilege):
+        api.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(ADMIN_ROLE)))
+
+
+def test_an_explicit_admin_login_is_honoured_and_a_wrong_one_fails_closed(
+    database_url: str, migrated: None
+) -> None:
+    """CONTROL_PLANE_ADMIN_DATABASE_URL is used as given (no user swap): pointed at the API
+    role by mistake, the admin surface cannot act as the admin."""
+    wrong = api_dsn(load_settings({**os.environ, "DATABASE_URL": database_url}))
+    settings = load_settings(
+        {**os.environ, "DATABASE_URL": database_url, "CONTROL_PLANE_ADMIN_DATABASE_URL": wrong}
+    )
+    assert admin_dsn(settings) == wrong
+    with (
+        psycopg.connect(admin_dsn(settings), autocommit=True) as conn,
+        pytest.raises(errors.InsufficientPrivilege),
+    ):
+        assert conn.execute("SELECT current_user").fetchone() == (API_ROLE,)
+        conn.execute("SELECT control_plane.admin_list_participants(1, NULL)")

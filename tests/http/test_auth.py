@@ -133,15 +133,19 @@ def test_the_scheme_is_case_insensitive(client: httpx.Client, make_member: Calla
 def test_the_admin_token_is_not_a_participant_token(
     client: httpx.Client, admin_token: str, make_member: Callable, problem: Problem
 ) -> None:
-    """Accepted on /v1/admin and on revoke, nowhere else."""
+    """Accepted on /v1/admin, on revoke and on the roster (contract §11), nowhere else."""
     member = make_member()
     headers = {"Authorization": f"Bearer {admin_token}"}
     for method, path, body in runtime_node_calls(member.session_id, member.participant_id):
+        r = call(client, method, path, body, headers)
         if path.endswith("/revoke"):
             # Admin authority reaches the "no such attachment" check.
-            problem(call(client, method, path, body, headers), 404, "runtimenode.not_found")
+            problem(r, 404, "runtimenode.not_found")
+        elif method == "GET" and path.endswith("/runtime-nodes"):
+            assert r.status_code == 200, r.text
+            assert r.json()["nodes"] == []
         else:
-            assert_unauthenticated(problem, call(client, method, path, body, headers))
+            assert_unauthenticated(problem, r)
 
 
 ADMIN_CALLS: list[tuple[str, str, Any]] = [
@@ -151,6 +155,11 @@ ADMIN_CALLS: list[tuple[str, str, Any]] = [
     ("POST", "/v1/admin/sessions", {}),
     ("PUT", "/v1/admin/sessions/{sid}/members/{pid}", {"role": "owner", "state": "active"}),
     ("PUT", "/v1/admin/sessions/{sid}/min-client-version", {"minClientVersion": "1.0"}),
+    ("PUT", "/v1/admin/sessions/{sid}/state", {"state": "closed"}),
+    ("GET", "/v1/admin/participants", None),
+    ("GET", "/v1/admin/participants/{pid}", None),
+    ("GET", "/v1/admin/sessions?state=active&limit=5", None),
+    ("GET", "/v1/admin/sessions/{sid}", None),
 ]
 
 

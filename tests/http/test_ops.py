@@ -179,8 +179,17 @@ def test_metrics_count_heartbeat_batches(client: httpx.Client) -> None:
     assert after[beats] >= after[batches]
 
 
-def test_metrics_database_gauges(client: httpx.Client, db: psycopg.Connection) -> None:
+def test_metrics_database_gauges(
+    client: httpx.Client, db: psycopg.Connection, witness: str
+) -> None:
+    # The last-sweep gauges exist once pg_cron has swept: a test that runs first in a random
+    # order waits for that (up to a minute on pg_cron 1.4), then for the 2 s gauge cache.
+    assert wait_ready(client, db, witness, swept=True).status_code == 200
+    deadline = time.monotonic() + 5
     first = scrape(client)
+    while "control_plane_sweep_last_duration_seconds" not in first and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        first = scrape(client)
     assert first["control_plane_database_up"] == 1
     for state in ("registering", "online", "degraded", "offline", "revoked"):
         assert f'control_plane_runtime_node_attachments{{state="{state}"}}' in first
@@ -246,7 +255,12 @@ def two_workers(
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("PROMETHEUS_MULTIPROC_DIR", "CONTROL_PLANE_API_DATABASE_URL")
+        if k
+        not in (
+            "PROMETHEUS_MULTIPROC_DIR",
+            "CONTROL_PLANE_API_DATABASE_URL",
+            "CONTROL_PLANE_ADMIN_DATABASE_URL",
+        )
     }
     env.update(DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2")
     with open(log, "wb") as out:

@@ -19,6 +19,8 @@ import pytest
 
 Problem = Callable[[httpx.Response, int, str], dict[str, Any]]
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")
+# contract §10: attach, declaration and capability-update results advertise the timing.
+TIMING_KEYS = {"heartbeatIntervalSeconds", "degradedAfterSeconds", "offlineAfterSeconds"}
 ATTACH_KEYS = {
     "attachmentId",
     "sessionId",
@@ -28,6 +30,7 @@ ATTACH_KEYS = {
     "readOnly",
     "clientVersion",
     "attachedAt",
+    *TIMING_KEYS,
 }
 ROSTER_KEYS = {
     "attachmentId",
@@ -201,7 +204,7 @@ def test_daemon_lifecycle(daemon: Callable[..., Daemon], db: psycopg.Connection)
     # Declaration: the only way online.
     r = d.declare({"python": "3.12", "gpu": True})
     assert r.status_code == 200, r.text
-    assert set(r.json()) == {"nodeId", "state", "updatedAt"}
+    assert set(r.json()) == {"nodeId", "state", "updatedAt", *TIMING_KEYS}
     assert r.json()["nodeId"] == d.node_id and r.json()["state"] == "online"
     row = slot(db, d.node_id, d.session_id)
     assert row["state"] == "online" and row["capabilities"] == {"python": "3.12", "gpu": True}
@@ -277,6 +280,45 @@ def test_daemon_lifecycle(daemon: Callable[..., Daemon], db: psycopg.Connection)
     assert slot(db, d.node_id, d.session_id)["state"] == "revoked", "detach never flips revoked"
     (node,) = [n for n in owner.roster().json()["nodes"] if n["nodeId"] == d.node_id]
     assert node["state"] == "revoked"
+
+
+def test_reasons_are_stored_and_timing_is_advertised(
+    daemon: Callable[..., Daemon], db: psycopg.Connection
+) -> None:
+    """contract §9: detach, revoke and healthChanges reasons reach the events; §10: timings."""
+    d = daemon()
+    owner = daemon(session_id=d.session_id, role="owner")
+    r = d.attach()
+    timing = db.execute(
+        "SELECT extract(epoch FROM heartbeat_interval)::float, extract(epoch FROM degraded_after)"
+        "::float, extract(epoch FROM offline_after)::float FROM control_plane.settings"
+    ).fetchone()
+    advertised = (
+        r.json()["heartbeatIntervalSeconds"],
+        r.json()["degradedAfterSeconds"],
+        r.json()["offlineAfterSeconds"],
+    )
+    assert advertised == timing
+    assert d.declare({"a": 1}).json()["heartbeatIntervalSeconds"] == timing[0]
+    assert d.update({"a": 1}, state="degraded", reason="disk full").status_code == 200
+    assert d.detach(reason="shutting down").status_code == 204
+    assert d.attach().status_code == 200
+    r = owner.client.post(
+        f"/v1/sessions/{d.session_id}/runtime-nodes/{d.node_id}/revoke",
+        json={"reason": "compromised"},
+        headers=owner.auth,
+    )
+    assert r.status_code == 204, r.text
+    rows = db.execute(
+        "SELECT kind, reason, actor FROM control_plane.runtime_node_events"
+        " WHERE node_id = %s AND reason IS NOT NULL ORDER BY id",
+        (d.node_id,),
+    ).fetchall()
+    assert rows == [
+        ("state_changed", "disk full", "daemon"),
+        ("detached", "shutting down", "daemon"),
+        ("revoked", "compromised", "owner"),
+    ]
 
 
 def test_attach_again_while_active_re_handshakes(

@@ -13,8 +13,9 @@ SELECT plan(181);
 SELECT has_schema('control_plane');
 SELECT tables_are('control_plane', ARRAY[
     'participants', 'participant_tokens', 'sessions', 'session_memberships',
-    'runtime_node_attachments', 'runtime_node_presence', 'settings', 'sweep_state'],
-    'control_plane holds exactly the tables of contract §3');
+    'runtime_node_attachments', 'runtime_node_presence', 'settings', 'sweep_state',
+    'runtime_node_events', 'runtime_node_event_retention'],
+    'control_plane holds exactly the tables of contract §3 and §9');
 
 SELECT col_type_is('control_plane', t, c, ty, format('%s.%s is %s', t, c, ty))
   FROM (VALUES

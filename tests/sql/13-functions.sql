@@ -5,7 +5,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 -- Without control_plane on the path, domain types display schema-qualified, as written below.
 SET search_path = public, pg_catalog;
 
-SELECT plan(39);
+SELECT plan(57);
 
 -- The SQL API of docs/design.md, with its exact signatures and result types.
 CREATE TEMP TABLE api_functions (name text, args text[], returns text) ON COMMIT DROP;
@@ -22,9 +22,18 @@ INSERT INTO api_functions VALUES
     ('runtime_node_update_capabilities', ARRAY['bytea', 'text', 'jsonb', 'text', 'text'], 'jsonb'),
     ('runtime_node_heartbeat', ARRAY['bytea', 'text', 'text'], 'void'),
     ('runtime_node_heartbeat_batch', ARRAY['bytea[]', 'text[]', 'text[]'], 'text[]'),
-    ('runtime_node_detach', ARRAY['bytea', 'text'], 'void'),
+    ('runtime_node_detach', ARRAY['bytea', 'text', 'text'], 'void'),
     ('runtime_node_roster', ARRAY['bytea', 'uuid'], 'jsonb'),
-    ('runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'boolean'], 'void'),
+    ('runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'text'], 'void'),
+    ('runtime_node_events_read', ARRAY['bytea', 'uuid', 'bigint', 'integer'], 'jsonb'),
+    ('admin_session_events', ARRAY['uuid', 'bigint', 'integer'], 'jsonb'),
+    ('admin_revoke_runtime_node', ARRAY['uuid', 'text', 'text'], 'void'),
+    ('admin_session_roster', ARRAY['uuid'], 'jsonb'),
+    ('admin_list_participants', ARRAY['integer', 'uuid'], 'jsonb'),
+    ('admin_get_participant', ARRAY['uuid'], 'jsonb'),
+    ('admin_list_sessions', ARRAY['text', 'integer', 'uuid'], 'jsonb'),
+    ('admin_get_session', ARRAY['uuid'], 'jsonb'),
+    ('admin_set_session_state', ARRAY['uuid', 'text'], 'jsonb'),
     ('ops_status', ARRAY[]::text[], 'jsonb');
 
 SELECT has_function('control_plane', name, args, format('API function %s(%s)', name, array_to_string(args, ', ')))

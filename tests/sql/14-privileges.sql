@@ -79,11 +79,9 @@ SELECT is(ARRAY(SELECT p.proname::text FROM pg_proc p
                  WHERE p.pronamespace = 'control_plane'::regnamespace
                    AND has_function_privilege('control_plane_api', p.oid, 'EXECUTE')
                  ORDER BY 1),
-          ARRAY['admin_create_participant', 'admin_create_session', 'admin_issue_token',
-                'admin_put_membership', 'admin_raise_floor', 'admin_revoke_token', 'ops_metrics',
-                'ops_status',
+          ARRAY['ops_metrics', 'ops_status',
                 'runtime_node_attach', 'runtime_node_declare', 'runtime_node_detach',
-                'runtime_node_heartbeat_batch', 'runtime_node_revoke',
+                'runtime_node_events_read', 'runtime_node_heartbeat_batch', 'runtime_node_revoke',
                 'runtime_node_roster', 'runtime_node_update_capabilities'],
           'the API role may EXECUTE exactly the API functions of docs/design.md');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -107,7 +105,7 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
           ARRAY[]::text[], 'the sweep (function and loop procedure, when present) is not granted');
 SELECT function_privs_are('control_plane', 'admin_raise_floor',
                           ARRAY['uuid', 'control_plane.client_version'], 'control_plane_api',
-                          ARRAY['EXECUTE'], 'the API role may EXECUTE admin_raise_floor');
+                          ARRAY[]::text[], 'the API role may not EXECUTE admin_raise_floor (the admin role''s)');
 
 -- The role's session settings (docs/design.md) ------------------------------------------------
 SELECT ok((SELECT bool_or(lower(c) = 'timezone=utc')

@@ -41,9 +41,10 @@ END $$;
 -- P1: no floor → read-write, registering, exact wire shape ------------------------------------
 CREATE TEMP TABLE r1 AS SELECT pg_temp.attach('ann', 's1', 'n1', '0.1', '{"gpu": true}') AS r;
 SELECT is((SELECT array_agg(k ORDER BY k) FROM r1, jsonb_object_keys(r) k),
-          ARRAY['attachedAt', 'attachmentId', 'clientVersion', 'nodeId', 'participantId',
+          ARRAY['attachedAt', 'attachmentId', 'clientVersion', 'degradedAfterSeconds',
+                'heartbeatIntervalSeconds', 'nodeId', 'offlineAfterSeconds', 'participantId',
                 'readOnly', 'sessionId', 'state'],
-          'attach returns exactly the eight camelCase keys');
+          'attach returns exactly the eight camelCase keys and the three timings (contract §10)');
 SELECT is((SELECT r ->> 'state' FROM r1), 'registering', 'P1: a new slot is registering');
 SELECT is((SELECT r -> 'readOnly' FROM r1), 'false'::jsonb, 'P1: a NULL floor admits read-write');
 SELECT is((SELECT r ->> 'sessionId' FROM r1), pg_temp.s('s1')::text, 'sessionId echoed');

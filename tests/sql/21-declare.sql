@@ -28,7 +28,9 @@ SELECT pg_temp.fp('sessions') AS fp_s, pg_temp.fp('session_memberships') AS fp_m
        pg_temp.fp('runtime_node_presence') AS fp_p \gset
 CREATE TEMP TABLE r1 AS SELECT pg_temp.declare('ann', 'n1', '{"b": 2}') AS r;
 SELECT is((SELECT array_agg(k ORDER BY k) FROM r1, jsonb_object_keys(r) k),
-          ARRAY['nodeId', 'state', 'updatedAt'], 'declare returns exactly nodeId, state, updatedAt');
+          ARRAY['degradedAfterSeconds', 'heartbeatIntervalSeconds', 'nodeId', 'offlineAfterSeconds',
+                'state', 'updatedAt'],
+          'declare returns exactly nodeId, state, updatedAt and the three timings (contract §10)');
 SELECT is((SELECT r ->> 'state' FROM r1), 'online', 'registering → online');
 SELECT is((SELECT r ->> 'nodeId' FROM r1), pg_temp.n('n1'), 'nodeId echoed');
 SELECT is((SELECT r -> 'updatedAt' FROM r1), to_jsonb((pg_temp.slot('s1', 'n1')).updated_at),

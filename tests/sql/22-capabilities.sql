@@ -30,7 +30,9 @@ SELECT pg_temp.fp('sessions') AS fp_s, pg_temp.fp('session_memberships') AS fp_m
        pg_temp.fp('runtime_node_presence') AS fp_p \gset
 CREATE TEMP TABLE r1 AS SELECT pg_temp.caps('ann', 'n1', '{"a": 9}') AS r;
 SELECT is((SELECT array_agg(k ORDER BY k) FROM r1, jsonb_object_keys(r) k),
-          ARRAY['nodeId', 'state', 'updatedAt'], 'returns exactly nodeId, state, updatedAt');
+          ARRAY['degradedAfterSeconds', 'heartbeatIntervalSeconds', 'nodeId', 'offlineAfterSeconds',
+                'state', 'updatedAt'],
+          'returns exactly nodeId, state, updatedAt and the three timings (contract §10)');
 SELECT is((SELECT r ->> 'state' FROM r1), 'registering', 'no health change: state unchanged');
 SELECT is((SELECT r -> 'updatedAt' FROM r1), to_jsonb((pg_temp.slot('s1', 'n1')).updated_at),
           'updatedAt is the row''s updated_at');

@@ -53,8 +53,8 @@ CREATE TEMP TABLE r AS SELECT control_plane.runtime_node_roster(pg_temp.d('vic')
 CREATE TEMP TABLE nodes AS
 SELECT ord, e FROM r, jsonb_array_elements(r -> 'nodes') WITH ORDINALITY AS x (e, ord);
 
-SELECT is((SELECT array_agg(k ORDER BY k) FROM r, jsonb_object_keys(r) k), ARRAY['nodes'],
-          'the roster is {nodes: [...]}');
+SELECT is((SELECT array_agg(k ORDER BY k) FROM r, jsonb_object_keys(r) k), ARRAY['nodes', 'revision'],
+          'the roster is {revision, nodes: [...]}');
 SELECT is((SELECT array_agg(e ->> 'nodeId' ORDER BY ord) FROM nodes),
           ARRAY[pg_temp.n('z-old'), pg_temp.n('e-reg'), pg_temp.n('f-onl'), pg_temp.n('g-deg'),
                 pg_temp.n('h-off'), pg_temp.n('i-rvk'), pg_temp.n('j-away')],
@@ -115,7 +115,7 @@ SELECT pg_temp.fp() AS fp_before \gset
 SELECT is(jsonb_array_length(control_plane.runtime_node_roster(pg_temp.d(who), pg_temp.s('s1')) -> 'nodes'),
           7, format('an active %s reads the roster', why))
   FROM (VALUES ('ann', 'runtime_contributor'), ('bob', 'collaborator'), ('vic', 'viewer')) v (who, why);
-SELECT is(control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('empty')), '{"nodes": []}'::jsonb,
+SELECT is(control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('empty')) -> 'nodes', '[]'::jsonb,
           'a session without nodes: an empty list');
 SELECT throws_ok(format($$SELECT control_plane.runtime_node_roster(%L, %L)$$, pg_temp.d(who), sid),
                  'CP403', 'permission denied', format('403: %s', why))

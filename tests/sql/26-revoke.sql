@@ -1,4 +1,5 @@
--- runtime_node_revoke (contract §4, §6.7): session owner or admin; any non-revoked slot → revoked
+-- runtime_node_revoke (contract §4, §6.7): session owner (runtime_node_revoke) or admin
+-- (admin_revoke_runtime_node, the admin role's); any non-revoked slot → revoked
 -- (terminal), presence offline only when the slot was active; already revoked → no-op; no slot →
 -- CP404 (reached only by owners/admin); uniform 403 otherwise. And revoked stays terminal for
 -- every other operation (P10).
@@ -28,7 +29,7 @@ END $$;
 
 -- Uniform 403 (also where the node does not exist: no 404 oracle for non-owners) -----------------
 SELECT pg_temp.fp() AS fp_403 \gset
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(%L, %L, %L, false)$$,
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(%L, %L, %L)$$,
                         pg_temp.d(who), sid, pg_temp.n(node)),
                  'CP403', 'permission denied', format('403: %s', why))
   FROM (VALUES ('bob', pg_temp.s('s1'), 'n1', 'collaborator'),
@@ -39,17 +40,18 @@ SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(%L, %L, %L, f
                ('own', gen_random_uuid(), 'n1', 'unknown session'),
                ('bob', pg_temp.s('s1'), 'nope', 'collaborator, unknown node')) v (who, sid, node, why);
 SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(%L, %L, %L)$$,
-                        pg_temp.d('ann'), pg_temp.s('s1'), pg_temp.n('n1')),
-                 'CP403', 'permission denied', 'p_as_admin defaults to false');
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(%L, %L, %L, false)$$,
                         sha256('nobody'::bytea), pg_temp.s('s1'), pg_temp.n('n1')),
                  'CP401', NULL, '401: unknown token');
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(NULL, %L, %L, false)$$,
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(NULL, %L, %L)$$,
                         pg_temp.s('s1'), pg_temp.n('n1')),
-                 'CP401', NULL, '401: no token and not admin');
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(NULL, %L, %L, NULL)$$,
-                        pg_temp.s('s1'), pg_temp.n('n1')),
-                 'CP401', NULL, 'p_as_admin NULL is not admin');
+                 'CP401', NULL, '401: no token (admin authority is another function)');
+SELECT ok(NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.oid::regprocedure::text IN (
+              'control_plane.runtime_node_revoke(bytea,uuid,text,boolean)',
+              'control_plane.runtime_node_revoke(bytea,uuid,text,boolean,text)')),
+          'the old p_as_admin flag is gone: no caller of the API role can claim admin');
+SELECT ok(NOT has_function_privilege('control_plane_api',
+                                     'control_plane.admin_revoke_runtime_node(uuid, text, text)', 'EXECUTE'),
+          'the API role may not EXECUTE the admin revoke');
 SELECT is(pg_temp.fp(), :'fp_403', 'no refused revoke changed anything');
 
 -- The owner revokes an active slot ------------------------------------------------------------
@@ -68,7 +70,7 @@ SELECT throws_ok($$SELECT pg_temp.revoke('own', 's1', 'nope')$$, 'CP404',
                  'runtime node not found in this session', 'owner: no such slot → CP404');
 SELECT throws_ok($$SELECT pg_temp.admin_revoke('s1', 'nope')$$, 'CP404',
                  'runtime node not found in this session', 'admin: no such slot → CP404');
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_revoke(NULL, %L, %L, true)$$,
+SELECT throws_ok(format($$SELECT control_plane.admin_revoke_runtime_node(%L, %L)$$,
                         gen_random_uuid(), pg_temp.n('n1')), 'CP404', NULL,
                  'admin: unknown session → CP404');
 

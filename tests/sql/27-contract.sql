@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(64);
+SELECT plan(70);
 
 CREATE TEMP TABLE api_fn (sig text PRIMARY KEY);
 INSERT INTO api_fn VALUES
@@ -15,9 +15,10 @@ INSERT INTO api_fn VALUES
     ('control_plane.runtime_node_update_capabilities(bytea,text,jsonb,text,text)'),
     ('control_plane.runtime_node_heartbeat(bytea,text,text)'),
     ('control_plane.runtime_node_heartbeat_batch(bytea[],text[],text[])'),
-    ('control_plane.runtime_node_detach(bytea,text)'),
+    ('control_plane.runtime_node_detach(bytea,text,text)'),
+    ('control_plane.runtime_node_events_read(bytea,uuid,bigint,integer)'),
     ('control_plane.runtime_node_roster(bytea,uuid)'),
-    ('control_plane.runtime_node_revoke(bytea,uuid,text,boolean)');
+    ('control_plane.runtime_node_revoke(bytea,uuid,text,text)');
 
 SELECT ok((SELECT prosecdef FROM pg_proc WHERE oid = sig::regprocedure), format('%s is SECURITY DEFINER', sig))
   FROM api_fn;
@@ -72,8 +73,8 @@ SELECT is(jsonb_array_length(control_plane.runtime_node_roster(:'bob', :'s1') ->
           'as the API role: roster');
 SELECT lives_ok(format($$SELECT control_plane.runtime_node_detach(%L, %L)$$, :'ann', :'n1'),
                 'as the API role: detach');
-SELECT lives_ok(format($$SELECT control_plane.runtime_node_revoke(NULL, %L, %L, true)$$, :'s1', :'n1'),
-                'as the API role: revoke as admin');
+SELECT throws_ok(format($$SELECT control_plane.admin_revoke_runtime_node(%L, %L)$$, :'s1', :'n1'),
+                 '42501', NULL, 'as the API role: revoke as admin is refused (the admin role''s alone)');
 SELECT throws_ok($$SELECT count(*) FROM control_plane.runtime_node_attachments$$, '42501', NULL,
                  'the API role cannot read attachments directly');
 SELECT throws_ok($$UPDATE control_plane.runtime_node_presence SET health_state = 'online'$$, '42501', NULL,
