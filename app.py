@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from control_plane import problems
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_admin_pool, create_pool
+from control_plane.feed import CoalescedReads, FeedHub
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.methods import ControlPlaneApp
@@ -19,6 +20,8 @@ from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_contract, document_request_bodies, openapi_config
 from control_plane.overload import start_overload_protection, stop_overload_protection
 from routes.admin import admin_router
+from routes.bench import bench_routes
+from routes.events import shared_fetch
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
 
@@ -38,16 +41,34 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_in_flight=settings.heartbeat_max_in_flight,
             max_queued=settings.heartbeat_max_queued,
         )
+        # One LISTEN connection per worker wakes the change feed's waiting requests.
+        app.state.feed = FeedHub(settings)
+        app.state.feed.start()
+        # Shared reads are admin_session_events, the admin role's function (its own pool); only
+        # followers whose own authorization is fresh are handed their results (routes/events.py).
+        pool = app.state.admin_pool
+        app.state.feed_reads = CoalescedReads(
+            lambda session, after: shared_fetch(pool, session, after)
+        )
+
         start_overload_protection(app, settings)
 
     async def close_pool(app: Litestar) -> None:
         await stop_overload_protection(app)
+        await app.state.feed.close()
         # Each waits for its in-flight calls: a drained shutdown.
         await app.state.pool.close()
         await app.state.admin_pool.close()
 
     app = ControlPlaneApp(
-        route_handlers=[admin_router, runtime_node_router, healthz, readyz, metrics],
+        route_handlers=[
+            admin_router,
+            runtime_node_router,
+            healthz,
+            readyz,
+            metrics,
+            *bench_routes(settings),
+        ],
         middleware=[MetricsMiddleware],
         on_startup=[open_pool, tune_gc],  # tune_gc last: the app is built by then
         on_shutdown=[close_pool],

@@ -22,6 +22,11 @@ from typing import Any
 
 from control_plane.config import load_settings
 
+# From the committed run before the change feed (bench/results/latest.txt, commit b5e280c): the
+# roster's throughput and the heartbeat's CPU per beat (app + PostgreSQL), for the targets.
+BASELINE_ROSTER_RPS = 485.0
+BASELINE_HEARTBEAT_CPU_US = 87.3 + 31.9
+
 
 def _json_line(path: Path) -> dict[str, Any]:
     for line in path.read_text().splitlines():
@@ -43,6 +48,10 @@ def _pgbench(path: Path) -> dict[str, Any]:
         "latency_avg_ms": float(lat.group(1)) if lat else None,
         "failed": int(failed.group(1)) if failed else 0,
     }
+
+
+def _optional_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _cpu(work: Path, name: str, ops_per_s: float) -> dict[str, Any]:
@@ -146,7 +155,9 @@ def build(
     wrk = {n: _json_line(work / f"{n}.out") for n in ("heartbeat_c8", "attach", "roster", "etcd")}
     for n, r in wrk.items():
         r.update(_cpu(work, n, r["rps"]))
-    for n in ("hello", "heartbeat"):
+    for n in ("hello", "hello_post", "heartbeat"):
+        if not (work / f"{n}_r1.out").exists():
+            continue
         rounds = []
         for i in range(1, rounds_n + 1):
             r = _json_line(work / f"{n}_r{i}.out")
@@ -164,6 +175,15 @@ def build(
     runs = {(r["size"], r["stale_fraction"]): r for r in sweep["runs"]}
 
     hb, hello, etcd = wrk["heartbeat"], wrk["hello"], wrk["etcd"]
+    hello_post = wrk.get("hello_post", {})
+    roster_cpu = _optional_json(work / "roster_cpu.json")
+    feed = _optional_json(work / "feed.json")
+    hb_cpu = hb.get("cpu_us_per_op", {})
+    hb_cpu_us = (
+        round(hb_cpu["app"] + hb_cpu["postgres"], 1) if "app" in hb_cpu and "postgres" in hb_cpu
+        else None
+    )  # fmt: skip
+    roster_pg_us = wrk["roster"].get("cpu_us_per_op", {}).get("postgres")
     pg_tps = pgb["pgbench"]["tps"]
     hot_ratio = hot["n_tup_hot_upd"] / hot["n_tup_upd"] if hot["n_tup_upd"] else None
     sweep_ms = {f"{size}_{int(frac * 100)}pct": r["ms"] for (size, frac), r in runs.items()}
@@ -187,6 +207,20 @@ def build(
         "attach_p99_ms": wrk["attach"]["p99_ms"],
         "roster_rps": wrk["roster"]["rps"],
         "roster_p99_ms": wrk["roster"]["p99_ms"],
+        "roster_pg_cpu_us_per_op": roster_pg_us,
+        "roster_backend_cpu_us_before": roster_cpu.get("before_cpu_us"),
+        "roster_backend_cpu_us_after": roster_cpu.get("after_cpu_us"),
+        "hello_post_rps": hello_post.get("rps"),
+        "heartbeat_cpu_us_per_beat": hb_cpu_us,
+        "feed_events_per_s": feed.get("events_per_s"),
+        "feed_deliveries": feed.get("deliveries"),
+        "feed_latency_p50_ms": feed.get("latency_ms", {}).get("p50"),
+        "feed_latency_p99_ms": feed.get("latency_ms", {}).get("p99"),
+        "feed_missed": feed.get("missed"),
+        "feed_duplicated": feed.get("duplicated"),
+        "feed_app_rss_mib": feed.get("app_rss_mib", {}).get("max"),
+        "feed_idle_xacts_per_s_poll": feed.get("idle_xacts_per_s", {}).get("poll_followers_extra"),
+        "feed_idle_xacts_per_s_all": feed.get("idle_xacts_per_s", {}).get("all_followers_extra"),
         "presence_hot_ratio": round(hot_ratio, 4) if hot_ratio is not None else None,
         "sweep_ms": sweep_ms,
         "sweep_heartbeat_max_wait_ms": wait.get("heartbeat_max_wait_ms"),
@@ -198,6 +232,11 @@ def build(
         "heartbeat_over_pgbench": round(hb["rps"] / pg_tps, 3),
         "heartbeat_over_etcd": round(hb["rps"] / etcd["rps"], 3),
     }
+    if hello_post.get("rps"):
+        ratios["heartbeat_over_hello_post"] = round(hb["rps"] / hello_post["rps"], 3)
+    ratios["roster_rps_over_baseline"] = round(wrk["roster"]["rps"] / BASELINE_ROSTER_RPS, 2)
+    if hb_cpu_us is not None:
+        ratios["heartbeat_cpu_over_baseline"] = round(hb_cpu_us / BASELINE_HEARTBEAT_CPU_US, 3)
     targets = [
         _target("heartbeat_rps / hello_rps", ratios["heartbeat_over_hello"], ">=", 0.65),
         _target("heartbeat_rps / etcd_keepalive_rps", ratios["heartbeat_over_etcd"], ">=", 1.0),
@@ -217,6 +256,34 @@ def build(
             "<=",
             1.0,
         ),
+        _target("roster_rps / baseline (485)", ratios["roster_rps_over_baseline"], ">=", 5),
+        _target("roster PostgreSQL CPU µs per call (wrk)", roster_pg_us, "<=", 500),
+        _target(
+            "roster backend CPU µs per call (alone)", roster_cpu.get("after_cpu_us"), "<=", 500
+        ),
+        _target("feed commit-to-client p99 ms", metrics["feed_latency_p99_ms"], "<=", 200),
+        _target(
+            "feed missed + duplicated",
+            (feed.get("missed") or 0) + (feed.get("duplicated") or 0) if feed else None,
+            "<=",
+            0,
+        ),  # fmt: skip
+        _target(
+            "feed idle xacts/s, long-poll followers", metrics["feed_idle_xacts_per_s_poll"], "<=", 1
+        ),  # fmt: skip
+        _target(
+            "feed idle xacts/s, all followers",
+            metrics["feed_idle_xacts_per_s_all"],
+            "<=",
+            1,
+            "SSE re-checks authorization every 15 s (contract §9)",
+        ),  # fmt: skip
+        _target(
+            "heartbeat CPU per beat / baseline",
+            ratios.get("heartbeat_cpu_over_baseline"),
+            "<=",
+            1.05,
+        ),  # fmt: skip
     ]
 
     compared = []
@@ -272,6 +339,8 @@ def build(
         "plan_cache_mode": plan_cache,
         "pool_reset": json.loads((work / "pool_reset.json").read_text()),
         "sweep": sweep,
+        "roster_cpu": roster_cpu,
+        "feed": feed,
         "phases": {**wrk, **pgb},
     }
 
@@ -295,14 +364,19 @@ def table(doc: dict[str, Any]) -> str:
         "pgbench_heartbeat_tps", "pgbench_batch64_beats_per_s", "hello_rps", "heartbeat_rps",
         "heartbeat_p50_ms", "heartbeat_p99_ms", "heartbeat_c8_rps", "heartbeat_c8_p50_ms",
         "heartbeat_c8_p99_ms", "etcd_keepalive_rps", "etcd_keepalive_p99_ms", "attach_rps",
-        "attach_p99_ms", "roster_rps", "roster_p99_ms", "presence_hot_ratio",
+        "attach_p99_ms", "roster_rps", "roster_p99_ms", "roster_pg_cpu_us_per_op",
+        "roster_backend_cpu_us_before", "roster_backend_cpu_us_after", "hello_post_rps",
+        "heartbeat_cpu_us_per_beat", "feed_events_per_s", "feed_deliveries",
+        "feed_latency_p50_ms", "feed_latency_p99_ms", "feed_missed", "feed_duplicated",
+        "feed_app_rss_mib", "feed_idle_xacts_per_s_poll", "feed_idle_xacts_per_s_all",
+        "presence_hot_ratio",
         "sweep_heartbeat_max_wait_ms", "sweep_during_wait_ms",
     ):  # fmt: skip
-        lines.append(f"{key:38} {_fmt(m[key]):>14}")
+        lines.append(f"{key:38} {_fmt(m.get(key)):>14}")
     for key, value in m["sweep_ms"].items():
         lines.append(f"{'sweep_ms ' + key:38} {_fmt(value):>14}")
-    for n in ("hello", "heartbeat"):
-        rounds = doc["phases"][n].get("rounds", [])
+    for n in ("hello", "hello_post", "heartbeat"):
+        rounds = doc["phases"].get(n, {}).get("rounds", [])
         if len(rounds) > 1:
             rps = ", ".join(f"{r['rps']:,.0f}" for r in rounds)
             lines.append(f"{n + ' rounds (rps)':38} {rps}")

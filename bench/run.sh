@@ -6,7 +6,10 @@
 # the product's SQL functions, starts the app (python -m control_plane.serve) and etcd on
 # loopback, and measures side by side in one run on this machine: pgbench on the heartbeat
 # function, /healthz, heartbeats at 64 and 8 connections, attach, roster, etcd lease keep-alive,
-# the sweep, presence HOT ratio, and worker/coalescer variants. Prints a table, writes
+# the sweep, presence HOT ratio, worker/coalescer variants, the bench-only hello-post route (a
+# heartbeat without the database), the roster's server CPU before/after its rewrite
+# (bench/roster_cpu.py), and the change feed with 1,000 followers (bench/feed.py). Prints a
+# table, writes
 # bench/results/latest.json and appends bench/results/history.jsonl.
 #
 # Knobs (environment): BENCH_DURATION (s per main phase, 10), BENCH_ROUNDS (alternating
@@ -143,7 +146,7 @@ wrk_phase() {  # NAME CONNECTIONS DURATION SCRIPT URL [ARGS...]
 
 start_app() {  # extra environment as NAME=VALUE arguments
   local _
-  env "$@" HOST=127.0.0.1 PORT="$PORT" setsid "$PY" -m control_plane.serve >"$WORK/app.log" 2>&1 &
+  env CONTROL_PLANE_BENCH_ROUTES=1 "$@" HOST=127.0.0.1 PORT="$PORT" setsid "$PY" -m control_plane.serve >"$WORK/app.log" 2>&1 &
   APP_PID=$!
   export BENCH_APP_PID=$APP_PID
   for _ in $(seq 150); do
@@ -180,6 +183,7 @@ psql_su -q -c "SELECT pg_stat_reset_single_table_counters('control_plane.runtime
 # neighbour's burst on the shared cores then hits both sides of the ratio, not one phase.
 for round in $(seq "$ROUNDS"); do
   wrk_phase "hello_r$round" "$CONNS" "$DURATION" bench/lua/hello.lua "$BASE"
+  wrk_phase "hello_post_r$round" "$CONNS" "$DURATION" bench/lua/hello_post.lua "$BASE" "$WORK/beat.rows"
   wrk_phase "heartbeat_r$round" "$CONNS" "$DURATION" bench/lua/heartbeat.lua "$BASE" "$WORK/beat.rows"
 done
 wrk_phase heartbeat_c8 8 "$DURATION" bench/lua/heartbeat.lua "$BASE" "$WORK/beat.rows"
@@ -189,6 +193,11 @@ psql_su -At -c "SELECT json_build_object('n_tup_upd', n_tup_upd, 'n_tup_hot_upd'
   >"$WORK/hot.json"
 wrk_phase attach 8 10 bench/lua/attach.lua "$BASE" "$WORK/attach.rows"
 wrk_phase roster 8 10 bench/lua/roster.lua "$BASE" "$WORK/roster.rows"
+log "roster: backend CPU per call, before (bench.runtime_node_roster_v1) and after; plans"
+"$PY" bench/roster_cpu.py "$DATABASE_URL" "$WORK/roster_cpu.json" \
+  --explain bench/results/roster-explain.txt >&2
+log "feed: ${BENCH_FEED_SUBSCRIBERS:-1000} followers over 100 sessions, ~${BENCH_FEED_RATE:-200} events/s"
+"$PY" bench/feed.py "$BASE" "$DATABASE_URL" "$WORK/roster.rows" "$WORK/beat.rows" "$WORK/feed.json" >&2
 
 if [[ $PROFILE == 1 && -n $PYSPY ]]; then
   worker=$(pgrep -P "$APP_PID" -f spawn_main | tail -n1 || true)

@@ -14,7 +14,8 @@ Classes, from the route template and method (`classify`):
   than `HEARTBEAT_MAX_QUEUED` beats already wait (`heartbeat_shed`).
 - write: attach, declaration, capability update, detach, revoke.
 - read: roster and the change feed's reads. A long-poll or SSE request holds a slot only while
-  it queries; while it waits it counts as a feed waiter instead (`FeedWaiters`).
+  it queries; while it waits it is one of the feed's waiters, bounded on their own
+  (`FEED_MAX_WAITERS`, control_plane/feed.py).
 - admin: `/v1/admin/*`.
 Operations endpoints (/healthz, /readyz, /metrics) are not admitted: they bound themselves.
 
@@ -29,7 +30,6 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -226,31 +226,11 @@ class AdmittedPool:
 _UNGATED: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
-class FeedWaiters:
-    """Long-poll and SSE requests waiting for news: they hold no database connection while
-    idle, so they are bounded separately (`FEED_MAX_WAITERS` per worker); beyond, shed."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-
-    @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        if self.count >= self.limit:
-            raise shed("feed")
-        self.count += 1
-        try:
-            yield
-        finally:
-            self.count -= 1
-
-
 @dataclass
 class Admission:
     """One worker's gates (built at start-up, kept in app.state)."""
 
     gates: dict[RequestClass, Gate]
-    feed: FeedWaiters
     heartbeat_max_queued: int
 
     @classmethod
@@ -265,7 +245,7 @@ class Admission:
             name: Gate(name, limit, settings.admission_queue, wait)
             for name, limit in limits.items()
         }
-        return cls(gates, FeedWaiters(settings.feed_max_waiters), settings.heartbeat_max_queued)
+        return cls(gates, settings.heartbeat_max_queued)
 
     def pool_for(self, pool: asyncpg.Pool, request_class: RequestClass | None) -> AdmittedPool:
         gate = self.gates.get(request_class) if request_class is not None else None

@@ -108,6 +108,12 @@ class Settings:
     # What `make run` shows: start-up (the URL), shutdown, errors; one line per request on demand.
     log_level: str = _env("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info")
     access_log: bool = _env("ACCESS_LOG", _flag, False)
+    # Change feed (contract §9; control_plane/feed.py): the SSE keep-alive comment and
+    # re-authorization interval (at most 15 s), and the per-worker cap on waiting requests.
+    feed_keepalive_seconds: int = _env("FEED_KEEPALIVE_SECONDS", _integer(1, 15), 15)
+    feed_max_waiters: int = _env("FEED_MAX_WAITERS", _integer(1, 1_000_000), 10_000)
+    # Bench-only routes (routes/bench.py), never in the product's route table by default.
+    bench_routes: bool = _env("CONTROL_PLANE_BENCH_ROUTES", _flag, False)
     # Overload protection (docs/reliability.md, "Overload"). Admission: database calls in flight
     # per worker and request class; the three together leave the heartbeat batch its connection.
     admission_writes: int = _env("ADMISSION_WRITES", _integer(1, 1000), 4)
@@ -116,9 +122,8 @@ class Settings:
     # Requests of a class waiting for one of its slots (beyond: shed at once), and how long.
     admission_queue: int = _env("ADMISSION_QUEUE", _integer(0, 100_000), 16)
     admission_queue_wait_ms: int = _env("ADMISSION_QUEUE_WAIT_MS", _integer(1, 8000), 250)
-    # Beats waiting for the next batch per worker (beyond: shed); long-poll/SSE waiters.
+    # Beats waiting for the next batch per worker (beyond: shed).
     heartbeat_max_queued: int = _env("HEARTBEAT_MAX_QUEUED", _integer(1, 1_000_000), 8192)
-    feed_max_waiters: int = _env("FEED_MAX_WAITERS", _integer(1, 1_000_000), 1000)
     # Per-token request rates, service-wide (each worker enforces rate / WEB_CONCURRENCY);
     # 0 turns a class's limit off. Burst: that many seconds' worth of requests at once.
     rate_limit_writes: float = _env("RATE_LIMIT_WRITES_PER_S", _number(0, 1e6), 10.0)

@@ -1,7 +1,8 @@
 """Drill: a soak at the contract's timings — 10,000 nodes beating every 15 s (± 1.5 s jitter) for
 three minutes, plus churn: workers that attach, declare, beat, update capabilities and detach or
 revoke fresh nodes, a floor raiser (healthy sessions included: heartbeats are exempt), and a
-roster reader.
+roster reader; and change-feed followers (SSE and long-poll, drills/followers.py) on the churn
+sessions and a few healthy ones.
 
 Pass: zero 5xx, timeouts or transport errors and only the answers each operation may give
 (declaration and capability update may meet a floor raised meanwhile: 409
@@ -9,7 +10,9 @@ version.floor_exceeded); no healthy node is ever seen degraded or offline (sampl
 and the sweep made no transition while the fleet beat (sweep_state.total_transitions delta 0,
 when nothing else live is in the database); pg_cron kept sweeping; the load generator kept its
 schedule (otherwise the drill proves nothing); the app's RSS (server + workers, VmRSS) grows by
-less than SOAK_RSS_GROWTH_MIB between the end of the first beat cycle and the end.
+less than SOAK_RSS_GROWTH_MIB between the end of the first beat cycle and the end; every
+follower observed every event the soak caused in its session, once and in order (compared with
+runtime_node_events at the end).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from drills import fleet, rawhttp, seed
+from drills import fleet, followers, rawhttp, seed
 from drills.harness import CONTRACT_TIMINGS, Context, Verdict, connect, log, sweep_state, timings
 
 NODES = int(os.environ.get("DRILLS_SOAK_NODES", "10000"))
@@ -88,6 +91,7 @@ async def _run(
     floors = dict.fromkeys(sessions, 0)  # session → minor of its floor "1.<minor>" (0: none)
     with connect(url) as conn:
         before = sweep_state(conn)
+        feed_start = followers.start_cursor(conn)
         foreign = conn.execute(
             "SELECT count(*) AS n FROM control_plane.runtime_node_presence"
             " WHERE health_state <> 'offline' AND left(node_id, %s) <> %s",
@@ -103,7 +107,21 @@ async def _run(
 
     limits = max(64, NODES // 100)
     beats = rawhttp.RawPool("127.0.0.1", server.port, connections=limits)
-    async with fleet.client(server.base_url, connections=32) as http:
+    watched = [(sid, token) for sid, (_, token) in zip(churn_sids, churners, strict=True)]
+    watched += [(n.session_id, n.token) for n in {n.session_id: n for n in healthy}.values()][:4]
+    subscribers = [
+        followers.Follower(kind, sid, token, feed_start)
+        for sid, token in watched
+        for kind in ("sse", "poll")
+    ]
+    feed_done = False
+    async with (
+        fleet.client(server.base_url, connections=32) as http,
+        httpx.AsyncClient(base_url=server.base_url) as feed_http,
+    ):
+        following = [
+            asyncio.create_task(followers.run(feed_http, f, lambda: feed_done)) for f in subscribers
+        ]
         tasks = [
             asyncio.create_task(
                 rawhttp.beat_forever(
@@ -141,6 +159,18 @@ async def _run(
             task.cancel()  # beat loops sleep until their next slot: do not wait for it
         await asyncio.gather(*tasks, return_exceptions=True)
         await beats.close()
+        with connect(url) as conn:
+            feed_end = followers.start_cursor(conn)
+        await asyncio.sleep(3)  # long-polls answer within 1 s of a commit, SSE at once
+        feed_done = True
+        await followers.stop_all(following)
+        with connect(url) as conn:
+            feed_check = followers.check(conn, subscribers, feed_end)
+            feed_events = conn.execute(
+                "SELECT count(*) AS n FROM control_plane.runtime_node_events"
+                " WHERE id > %s AND id <= %s AND session_id = ANY(%s::uuid[])",
+                (feed_start, feed_end, sorted({f.session_id for f in subscribers})),
+            ).fetchone()
     unexpected = Counter(
         f"{o.op}:{o.error or o.code or o.status}"
         for o in rec.outcomes
@@ -170,6 +200,12 @@ async def _run(
         rss_start_mib=rss["start"] // 1024,
         rss_warm_mib=rss.get("warm", 0) // 1024,
         rss_end_mib=rss["end"] // 1024,
+        followers=len(subscribers),
+        feed_events=int(feed_events["n"]) if feed_events else 0,
+        feed_deliveries=sum(len(f.ids) for f in subscribers),
+        feed_reconnects=sum(f.reconnects for f in subscribers),
+        feed_errors=sum(len(f.errors) for f in subscribers),
+        **{f"feed_{k}": v for k, v in feed_check.items()},
     )
     verdict.check(not unexpected, f"unexpected answers: {dict(unexpected.most_common(5))}")
     verdict.check(bad_health == 0, f"healthy nodes seen degraded/offline: {samples}")
@@ -184,6 +220,13 @@ async def _run(
     )
     verdict.check(
         growth_mib < RSS_GROWTH_MIB, f"app RSS grew {growth_mib:.0f} MiB after warm-up: {rss}"
+    )
+    verdict.check(
+        not any(feed_check.values()),
+        f"followers missed or repeated events: {feed_check}",
+    )
+    verdict.check(
+        bool(feed_events and feed_events["n"]), "the soak caused no event in the watched sessions"
     )
     log(f"soak counts: {dict(rec.counts.most_common(12))}")
 

@@ -52,6 +52,7 @@ from routes._common import (
     problems,
     settings_of,
 )
+from routes.events import events
 
 Req = Request[Any, Any, Any]
 # Every call: a bad path value, no valid token, the uniform 403, the database away.
@@ -252,7 +253,16 @@ async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
 
 runtime_node_router = Router(
     path="/v1",
-    route_handlers=[attach, declare, update_capabilities, heartbeat, detach, roster, revoke],
+    route_handlers=[
+        attach,
+        declare,
+        update_capabilities,
+        heartbeat,
+        detach,
+        roster,
+        events,
+        revoke,
+    ],
     tags=["runtime-nodes"],
     opt=auth_opt(Auth.PARTICIPANT),
 )

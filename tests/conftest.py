@@ -204,7 +204,13 @@ _NOT_INHERITED = (
 class ServerProcess:
     """`python -m control_plane.serve` as a child process, with its log captured to a file."""
 
-    def __init__(self, database_url: str, admin_token: str | None, log_path: Path) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        admin_token: str | None,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -218,6 +224,7 @@ class ServerProcess:
         )
         if admin_token is not None:
             env["CONTROL_PLANE_ADMIN_TOKEN"] = admin_token
+        env.update(extra_env or {})
         self._log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "control_plane.serve"],
@@ -258,9 +265,13 @@ class ServerProcess:
 
 
 def start_server(
-    database_url: str, admin_token: str | None, tmp_dir: Path, name: str
+    database_url: str,
+    admin_token: str | None,
+    tmp_dir: Path,
+    name: str,
+    extra_env: dict[str, str] | None = None,
 ) -> ServerProcess:
-    server = ServerProcess(database_url, admin_token, tmp_dir / f"{name}.log")
+    server = ServerProcess(database_url, admin_token, tmp_dir / f"{name}.log", extra_env)
     server.wait_ready()
     return server
 

@@ -37,7 +37,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'session not found' USING ERRCODE = 'CPN04';
     END IF;
-    RETURN runtime_node_roster_of(p_session_id);
+    RETURN runtime_node_roster_of(p_session_id)::jsonb;  -- the shared body is built as json
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.admin_session_roster(uuid) IS

@@ -118,15 +118,19 @@ REVOKE ALL ON FUNCTION control_plane.runtime_node_events_append(control_plane.ru
 -- The id up to which a snapshot's tables include every event (exact: commit order = id order).
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_revision()
     RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     STABLE
     SET search_path = control_plane, pg_catalog, pg_temp
-BEGIN ATOMIC
-    -- BEGIN ATOMIC bodies are bound at creation: names are schema-qualified.
-    SELECT coalesce((SELECT max(e.id) FROM control_plane.runtime_node_events e),
-                    (SELECT r.purged_through FROM control_plane.runtime_node_event_retention r),
+AS $fn$
+BEGIN
+    -- PL/pgSQL, not a SQL-standard body: its plan is kept for the backend's life, where a SQL
+    -- function called from another function is planned again in every transaction (~0.1 ms of
+    -- every roster call, docs/performance.md "Roster").
+    RETURN coalesce((SELECT max(e.id) FROM runtime_node_events e),
+                    (SELECT r.purged_through FROM runtime_node_event_retention r),
                     0);
-END;
+END
+$fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_events_revision() IS
     'Internal: the highest event id visible to the calling statement''s snapshot (or the purge '
     'horizon when no event is retained). Every event up to it is visible and none after it is '

@@ -5,7 +5,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 -- Without control_plane on the path, domain types display schema-qualified, as written below.
 SET search_path = public, pg_catalog;
 
-SELECT plan(57);
+SELECT plan(58);
 
 -- The SQL API of docs/design.md, with its exact signatures and result types.
 CREATE TEMP TABLE api_functions (name text, args text[], returns text) ON COMMIT DROP;
@@ -23,7 +23,7 @@ INSERT INTO api_functions VALUES
     ('runtime_node_heartbeat', ARRAY['bytea', 'text', 'text'], 'void'),
     ('runtime_node_heartbeat_batch', ARRAY['bytea[]', 'text[]', 'text[]'], 'text[]'),
     ('runtime_node_detach', ARRAY['bytea', 'text', 'text'], 'void'),
-    ('runtime_node_roster', ARRAY['bytea', 'uuid'], 'jsonb'),
+    ('runtime_node_roster', ARRAY['bytea', 'uuid'], 'json'),
     ('runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'text'], 'void'),
     ('runtime_node_events_read', ARRAY['bytea', 'uuid', 'bigint', 'integer'], 'jsonb'),
     ('admin_session_events', ARRAY['uuid', 'bigint', 'integer'], 'jsonb'),
@@ -58,13 +58,22 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                    -- A procedure that COMMITs may not carry a SET clause (PostgreSQL forbids
                    -- it): runtime_node_sweep_loop schema-qualifies every name instead.
                    AND p.prokind <> 'p'
-                   -- A SQL-standard body (slot_is_active) is bound at creation: no search_path
-                   -- applies, and a SET clause would stop the planner from inlining it.
+                   -- A SQL-standard body (slot_is_active, the version helpers) is bound at
+                   -- creation: no search_path applies, and a SET clause would stop the planner
+                   -- from inlining it.
                    AND p.prosqlbody IS NULL
                    AND NOT coalesce(p.proconfig @> ARRAY['search_path=control_plane, pg_catalog, pg_temp'], false)
                  ORDER BY 1),
           ARRAY[]::text[],
           'every function pins search_path = control_plane, pg_catalog, pg_temp (proconfig)');
+SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'control_plane'::regnamespace AND p.prosqlbody IS NOT NULL
+                   AND p.proconfig IS NULL
+                 ORDER BY 1),
+          ARRAY['control_plane.slot_is_active(text)',
+                'control_plane.version_below_floor(text,text)',
+                'control_plane.version_compare(text,text)'],
+          'only the inlinable helpers rely on a SQL-standard body instead of a SET');
 
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'control_plane'::regnamespace

@@ -245,7 +245,7 @@ SELECT runtime_node_attach(sha256(convert_to(:'owner_token', 'UTF8')), :'s1',
                            (SELECT id FROM fx_p WHERE n = 1),
                            'reads-' || md5(random()::text), '2.0', '{"cpu": 1}') \g /dev/null
 SELECT is(admin_session_roster(:'s1'),
-          runtime_node_roster(sha256(convert_to(:'owner_token', 'UTF8')), :'s1'),
+          runtime_node_roster(sha256(convert_to(:'owner_token', 'UTF8')), :'s1')::jsonb,
           'the admin roster is the members'' roster (readOnly below the floor included)');
 SELECT is(jsonb_array_length(admin_session_roster(:'s1') -> 'nodes'), 1, 'with the node');
 SELECT is(admin_session_roster((SELECT id FROM fx_s WHERE n = 2)) -> 'nodes', '[]'::jsonb,

@@ -49,7 +49,7 @@ BEGIN
     PERFORM pg_temp.beat('ann', 'j-away', 'degraded');
 END $$;
 
-CREATE TEMP TABLE r AS SELECT control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1')) AS r;
+CREATE TEMP TABLE r AS SELECT control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb AS r;  -- json on the wire
 CREATE TEMP TABLE nodes AS
 SELECT ord, e FROM r, jsonb_array_elements(r -> 'nodes') WITH ORDINALITY AS x (e, ord);
 
@@ -103,7 +103,7 @@ SELECT is((SELECT array_agg(e -> 'readOnly' ORDER BY ord) FROM nodes),
 -- readOnly against the current floor ----------------------------------------------------------
 SELECT admin_raise_floor(pg_temp.s('s1'), '2.0') \g /dev/null
 SELECT is((SELECT array_agg((e ->> 'nodeId') || '=' || (e ->> 'readOnly') ORDER BY ord)
-             FROM jsonb_array_elements(control_plane.runtime_node_roster(pg_temp.d('ann'), pg_temp.s('s1')) -> 'nodes')
+             FROM jsonb_array_elements(control_plane.runtime_node_roster(pg_temp.d('ann'), pg_temp.s('s1'))::jsonb -> 'nodes')
                   WITH ORDINALITY AS x (e, ord)
             WHERE e ->> 'nodeId' IN (pg_temp.n('e-reg'), pg_temp.n('f-onl'), pg_temp.n('g-deg'))),
           ARRAY[pg_temp.n('e-reg') || '=true', pg_temp.n('f-onl') || '=false',
@@ -112,10 +112,10 @@ SELECT is((SELECT array_agg((e ->> 'nodeId') || '=' || (e ->> 'readOnly') ORDER 
 SELECT pg_temp.fp() AS fp_before \gset
 
 -- Who may read ---------------------------------------------------------------------------------
-SELECT is(jsonb_array_length(control_plane.runtime_node_roster(pg_temp.d(who), pg_temp.s('s1')) -> 'nodes'),
+SELECT is(jsonb_array_length(control_plane.runtime_node_roster(pg_temp.d(who), pg_temp.s('s1'))::jsonb -> 'nodes'),
           7, format('an active %s reads the roster', why))
   FROM (VALUES ('ann', 'runtime_contributor'), ('bob', 'collaborator'), ('vic', 'viewer')) v (who, why);
-SELECT is(control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('empty')) -> 'nodes', '[]'::jsonb,
+SELECT is(control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('empty'))::jsonb -> 'nodes', '[]'::jsonb,
           'a session without nodes: an empty list');
 SELECT throws_ok(format($$SELECT control_plane.runtime_node_roster(%L, %L)$$, pg_temp.d(who), sid),
                  'CP403', 'permission denied', format('403: %s', why))

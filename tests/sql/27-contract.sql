@@ -69,7 +69,7 @@ SELECT throws_ok(format($$SELECT control_plane.runtime_node_heartbeat(%L, %L, 'o
                  '42501', NULL, 'as the API role: the single-beat function is not granted');
 SELECT is(control_plane.runtime_node_heartbeat_batch(ARRAY[:'ann'::bytea], ARRAY[:'n1'], ARRAY['online']),
           ARRAY[NULL]::text[], 'as the API role: batch heartbeat (NULL = accepted)');
-SELECT is(jsonb_array_length(control_plane.runtime_node_roster(:'bob', :'s1') -> 'nodes'), 1,
+SELECT is(jsonb_array_length(control_plane.runtime_node_roster(:'bob', :'s1')::jsonb -> 'nodes'), 1,
           'as the API role: roster');
 SELECT lives_ok(format($$SELECT control_plane.runtime_node_detach(%L, %L)$$, :'ann', :'n1'),
                 'as the API role: detach');

@@ -1,0 +1,257 @@
+"""Change-feed fan-out (contract §9): one LISTEN connection per worker wakes the requests that
+wait for a session's events.
+
+NOTIFY is only a wake-up: its payload ('<session>:<highest event id>', written by
+runtime_node_events_append at commit) says which session has news, never what the news is, and
+a woken request reads the events from the table through the same SQL function as any other
+read. Waiting requests issue no queries while idle.
+
+No wake-up is ever lost:
+- a request registers its waiter *before* it reads the table, so an event that commits after
+  the read wakes it (the waiter's flag stays set until it waits);
+- while the LISTEN connection is down, notifications are lost; when it is back (a new
+  connection and LISTEN), every waiter is woken once and re-reads the table from its cursor.
+
+Memory is bounded: at most `max_waiters` waiters per worker (more → 503 with Retry-After), each a
+small object in a per-session set, removed when its request ends (also on client disconnect:
+the waiter is released in a `finally`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+
+from control_plane import errors
+from control_plane.config import Settings
+from control_plane.database import api_connect_kwargs
+from control_plane.errors import DomainError
+from control_plane.overload_metrics import count_shed
+
+log = logging.getLogger("control_plane.feed")
+
+CHANNEL = "control_plane_events"
+_RECONNECT_MIN_S = 0.2
+_RECONNECT_MAX_S = 5.0
+_LIVENESS_CHECK_S = 1.0  # how often the listener looks at its socket (no query)
+T = TypeVar("T")
+WAKE_ALL = -1  # a waiter's `notified` after a reconnect: something may be new, re-read
+
+
+class Waiter:
+    """One waiting request: a flag plus the highest event id announced for its session."""
+
+    __slots__ = ("session", "notified", "_event")
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+        self.notified = 0  # highest announced id; WAKE_ALL when unknown (after a reconnect)
+        self._event = asyncio.Event()
+
+    def wake(self, max_id: int) -> None:
+        if max_id == WAKE_ALL or self.notified == WAKE_ALL:
+            self.notified = WAKE_ALL
+        else:
+            self.notified = max(self.notified, max_id)
+        self._event.set()
+
+    def news_after(self, cursor: int) -> bool:
+        """Whether the announcements since the last `take` may hold events after `cursor`."""
+        return self.notified == WAKE_ALL or self.notified > cursor
+
+    def take(self) -> None:
+        """Forget the announcements seen so far (call before reading the table)."""
+        self.notified = 0
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> bool:
+        """Until woken (True) or `timeout` seconds (False); returns at once if already woken."""
+        if self._event.is_set():
+            return True
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class FeedHub:
+    """Per-worker registry of waiters and the LISTEN connection that wakes them."""
+
+    def __init__(self, settings: Settings) -> None:
+        kwargs = api_connect_kwargs(settings)
+        # The pool's session settings, under this connection's own name in pg_stat_activity.
+        server_settings = dict(kwargs.pop("server_settings", None) or {})
+        server_settings["application_name"] = "control-plane-feed"
+        # Connect timeout: the URL's (connect_timeout), else 5 s, as the pool.
+        self._connect_kwargs = {"timeout": 5, **kwargs, "server_settings": server_settings}
+        self._max_waiters = max(1, settings.feed_max_waiters)
+        self._by_session: dict[str, set[Waiter]] = {}
+        self._count = 0
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        # Observability (metrics, tests, bench): notifications seen, LISTEN (re)connects.
+        self.notifications = 0
+        self.connects = 0
+        self.listening = False
+
+    # --- waiters ----------------------------------------------------------------------------
+
+    @property
+    def waiters(self) -> int:
+        return self._count
+
+    def check_capacity(self) -> None:
+        """503 when this worker already holds its maximum of waiting requests."""
+        if self._count >= self._max_waiters:
+            count_shed("feed")
+            raise DomainError(errors.UNAVAILABLE, "too many requests are waiting; retry later")
+
+    @contextlib.contextmanager
+    def waiter(self, session: str) -> Iterator[Waiter]:
+        """Register a waiter for `session` for the duration of the block."""
+        self.check_capacity()
+        waiter = Waiter(session)
+        self._by_session.setdefault(session, set()).add(waiter)
+        self._count += 1
+        try:
+            yield waiter
+        finally:
+            peers = self._by_session.get(session)
+            if peers is not None:
+                peers.discard(waiter)
+                if not peers:
+                    del self._by_session[session]
+            self._count -= 1
+
+    def _wake_session(self, session: str, max_id: int) -> None:
+        for waiter in self._by_session.get(session, ()):
+            waiter.wake(max_id)
+
+    def _wake_all(self) -> None:
+        for peers in self._by_session.values():
+            for waiter in peers:
+                waiter.wake(WAKE_ALL)
+
+    # --- the LISTEN connection --------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="feed-listen")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self._wake_all()  # waiting requests re-read once and end at their deadline
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self.notifications += 1
+        session, _, max_id = payload.partition(":")
+        try:
+            announced = int(max_id)
+        except ValueError:
+            announced = WAKE_ALL  # an unexpected payload: wake that session, it re-reads
+        self._wake_session(session, announced)
+
+    def _on_terminate(self, _conn: Any) -> None:
+        self._lost.set()
+
+    async def _run(self) -> None:
+        delay = _RECONNECT_MIN_S
+        while True:
+            try:
+                conn = await asyncpg.connect(**self._connect_kwargs)
+            except Exception as exc:  # whatever it is, keep trying: the fan-out must come back
+                log.warning("feed: LISTEN connection failed (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+                delay = min(_RECONNECT_MAX_S, delay * 2)
+                continue
+            self._lost.clear()
+            try:
+                conn.add_termination_listener(self._on_terminate)
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._conn, self.listening = conn, True
+                self.connects += 1
+                delay = _RECONNECT_MIN_S
+                # Anything announced while we were not listening is lost: every waiter re-reads.
+                self._wake_all()
+                while not conn.is_closed() and not self._lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_LIVENESS_CHECK_S):
+                            await self._lost.wait()
+                log.warning("feed: LISTEN connection lost; reconnecting")
+            except Exception as exc:
+                log.warning("feed: LISTEN failed (%r); reconnecting", exc)
+            finally:
+                self.listening = False
+                self._conn = None
+                if not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+
+
+class CoalescedReads(Generic[T]):
+    """Reads of one session's feed that are due at the same moment (the followers one NOTIFY
+    woke) become one database call, after the smallest of their cursors; each caller then keeps
+    the events after its own cursor. The fetch is the caller's (routes/events.py): the data still
+    always comes from the table, only the round trips are shared."""
+
+    def __init__(self, fetch: Callable[[str, int], Coroutine[Any, Any, T]]) -> None:
+        self._fetch = fetch
+        self._pending: dict[str, _Batch[T]] = {}
+        self.calls = 0  # database calls made (bench, metrics)
+
+    async def read(self, session: str, after: int) -> T:
+        loop = asyncio.get_running_loop()
+        batch = self._pending.get(session)
+        if batch is None:
+            batch = _Batch(after, loop.create_future())
+            self._pending[session] = batch
+            # Started at the end of this loop iteration: every follower woken by the same
+            # notification has resumed by then and joined the batch.
+            loop.call_soon(self._start, session, batch)
+        elif after < batch.after:
+            batch.after = after
+        # shield: one follower going away must not cancel the read the others wait for.
+        return await asyncio.shield(batch.future)
+
+    def _start(self, session: str, batch: _Batch[T]) -> None:
+        if self._pending.get(session) is batch:
+            del self._pending[session]
+        self.calls += 1
+        task: asyncio.Task[T] = asyncio.get_running_loop().create_task(
+            self._fetch(session, batch.after)
+        )
+        task.add_done_callback(batch.settle)
+
+
+class _Batch(Generic[T]):
+    __slots__ = ("after", "future")
+
+    def __init__(self, after: int, future: asyncio.Future[T]) -> None:
+        self.after = after
+        self.future = future
+
+    def settle(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self.future.cancel()
+        elif (exc := task.exception()) is not None:
+            self.future.set_exception(exc)
+            self.future.add_done_callback(_retrieve)  # no "never retrieved" if all left
+        else:
+            self.future.set_result(task.result())
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

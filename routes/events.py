@@ -1,0 +1,325 @@
+"""The change feed over HTTP (contract §9): `GET /v1/sessions/{sessionId}/runtime-nodes/events`.
+
+- JSON (default): one page `{events, next}`; with `wait > 0` and nothing newer the request is
+  held until an event of the session commits (woken by the worker's LISTEN connection,
+  control_plane/feed.py) or `wait` elapses (then an empty page).
+- `Accept: text/event-stream`: an SSE stream (`id`, `event: <kind>`, `data: <event JSON>`)
+  resuming after `Last-Event-ID` (else `after`), with a comment line and a re-read (which
+  re-checks the caller's authorization in SQL) at least every keep-alive interval (15 s); it
+  ends when the caller may no longer read the session, or the cursor expired.
+
+Every read is one call of `runtime_node_events_read` (participant token) or
+`admin_session_events` (the admin token, contract §11): authorization, the 410 for an expired
+cursor and the 400 for a bad limit are decided there.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+from litestar import Request, Response, get
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from control_plane import errors
+from control_plane.admission import AdmittedPool
+from control_plane.auth import Auth, auth_opt, is_admin, participant_digest
+from control_plane.database import CONNECTION_ERRORS
+from control_plane.errors import DomainError
+from control_plane.feed import CoalescedReads, FeedHub, Waiter
+from control_plane.http import json_response, path_uuid
+from control_plane.schemas import EventsPage
+from routes._common import (
+    INVALID,
+    NOT_FOUND,
+    PERMISSION_DENIED,
+    RATE_LIMITED,
+    REFUSE_EARLY,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    admin_pool_of,
+    pool_of,
+    problems,
+    settings_of,
+)
+
+Req = Request[Any, Any, Any]
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_WAIT_SECONDS = 60.0
+_MAX_CURSOR = 2**63 - 1
+_INTEGER = re.compile(r"0|[1-9][0-9]{0,18}")
+_SECONDS = re.compile(r"(0|[1-9][0-9]?)(\.[0-9]{1,3})?")
+_PARTICIPANT_SQL = "SELECT control_plane.runtime_node_events_read($1, $2, $3, $4)"
+_ADMIN_SQL = "SELECT control_plane.admin_session_events($1, $2, $3)"
+# Refusals that end an SSE stream (the caller lost access, or must re-read the roster).
+CURSOR_EXPIRED = errors.SQLSTATE_ERRORS["CPG10"]
+_STREAM_ENDING_SQLSTATES = frozenset({"CP401", "CP403", "CPN04", "CPG10"})
+
+
+class _Page(msgspec.Struct):
+    events: list[msgspec.Raw]
+    next: int
+
+
+class _EventHead(msgspec.Struct):
+    id: int
+    kind: str
+
+
+_page_decoder = msgspec.json.Decoder(_Page)
+_head_decoder = msgspec.json.Decoder(_EventHead)
+
+
+def _integer(request: Req, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if _INTEGER.fullmatch(raw) is None or int(raw) > _MAX_CURSOR:
+        raise DomainError(errors.INVALID, f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def _query(request: Req) -> tuple[int | None, int, float]:
+    after = _integer(request, "after")
+    limit = _integer(request, "limit")
+    if limit is None:
+        limit = DEFAULT_LIMIT
+    elif not 1 <= limit <= MAX_LIMIT:
+        raise DomainError(errors.INVALID, f"limit must be between 1 and {MAX_LIMIT}")
+    raw_wait = request.query_params.get("wait")
+    wait = 0.0
+    if raw_wait is not None:
+        if _SECONDS.fullmatch(raw_wait) is None or float(raw_wait) > MAX_WAIT_SECONDS:
+            raise DomainError(errors.INVALID, "wait must be a number of seconds from 0 to 60")
+        wait = float(raw_wait)
+    return after, limit, wait
+
+
+def _last_event_id(request: Req) -> int | None:
+    raw = request.headers.get("last-event-id")
+    if raw is None or not raw.strip():
+        return None
+    if _INTEGER.fullmatch(raw.strip()) is None:
+        raise DomainError(errors.INVALID, "Last-Event-ID must be an event id")
+    return int(raw.strip())
+
+
+def _wants_stream(request: Req) -> bool:
+    accept = request.headers.get("accept", "")
+    return any(
+        part.split(";", 1)[0].strip().lower() == "text/event-stream" for part in accept.split(",")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A decoded page: each event's id and kind with its JSON as the database wrote it."""
+
+    events: list[tuple[int, str, msgspec.Raw]]
+    next: int
+    full: bool  # a full page: more events may be waiting right after `next`
+
+    def json(self) -> bytes:
+        return b'{"events":[%s],"next":%d}' % (
+            b",".join(raw for _, _, raw in self.events),
+            self.next,
+        )
+
+
+def decode_page(text: str, limit: int) -> Page:
+    raw = _page_decoder.decode(text)
+    events = []
+    for event in raw.events:
+        head = _head_decoder.decode(event)
+        events.append((head.id, head.kind, event))
+    return Page(events, raw.next, len(events) >= limit)
+
+
+async def shared_fetch(pool: asyncpg.Pool, session: str, after: int) -> Page:
+    """The fetch behind CoalescedReads: one page for every follower of `session` in this worker
+    whose authorization is fresh (the callers were authorized by their own reads)."""
+    text = await pool.fetchval(_ADMIN_SQL, UUID(session), after, MAX_LIMIT)
+    return decode_page(str(text), MAX_LIMIT)
+
+
+@dataclass(slots=True)
+class _Reader:
+    """One caller's reads of one session's feed (admin or participant)."""
+
+    pool: AdmittedPool  # routes._common.pool_of: each read admitted (control_plane/admission.py)
+    session: UUID
+    digest: bytes | None  # None: the admin token
+    limit: int
+    shared: CoalescedReads[Page]
+    fresh_for: float  # seconds an own read's authorization is relied upon (the keep-alive)
+    authorized_at: float = float("-inf")
+
+    async def read(self, after: int | None) -> str:
+        """A read with the caller's own credentials: authorization checked in SQL, now."""
+        if self.digest is None:
+            text = await self.pool.fetchval(_ADMIN_SQL, self.session, after, self.limit)
+        else:
+            text = await self.pool.fetchval(
+                _PARTICIPANT_SQL, self.digest, self.session, after, self.limit
+            )
+        self.authorized_at = time.monotonic()
+        return str(text)
+
+    async def follow(self, after: int) -> Page:
+        """The events after `after` once woken: from the worker's shared read of the session
+        while this caller's authorization is at most `fresh_for` old, else its own read (which
+        re-checks it; contract §9: at least every 15 s)."""
+        if time.monotonic() - self.authorized_at >= self.fresh_for:
+            return decode_page(await self.read(after), self.limit)
+        page = await self.shared.read(str(self.session), after)
+        mine = [e for e in page.events if e[0] > after]
+        if len(mine) > self.limit:
+            return Page(mine[: self.limit], mine[self.limit - 1][0], True)
+        return Page(mine, max(after, page.next), page.full or len(mine) == self.limit)
+
+
+def _hub(request: Req) -> FeedHub:
+    hub: FeedHub = request.app.state.feed
+    return hub
+
+
+@get(
+    "/sessions/{session_id:str}/runtime-nodes/events",
+    summary="Follow a session's change feed (page, long-poll or SSE)",
+    responses=problems(
+        INVALID,
+        UNAUTHENTICATED,
+        PERMISSION_DENIED,
+        NOT_FOUND,
+        CURSOR_EXPIRED,
+        RATE_LIMITED,
+        UNAVAILABLE,
+    ),
+    response_description="{events, next}; or an SSE stream with Accept: text/event-stream",
+    opt=auth_opt(Auth.ADMIN_OR_PARTICIPANT),
+    middleware=REFUSE_EARLY,
+)
+async def events(request: Req, session_id: str) -> Response[EventsPage]:
+    """The session's events after `after` in id order (`{events, next}`; pass `next` as `after`
+    next time). With `wait` > 0 and nothing newer, held until an event of the session commits or
+    `wait` seconds pass (then an empty page). With `Accept: text/event-stream`, a server-sent
+    event stream resuming after `Last-Event-ID`, with a keep-alive comment and a re-check of the
+    caller's authorization at least every 15 s. Active members of the session, or the admin
+    token (404 for an unknown session); `410 events.cursor_expired` when `after` is older than
+    the retention horizon: re-read the roster and follow from its `revision`."""
+    sid = path_uuid(session_id, "sessionId")
+    after, limit, wait = _query(request)
+    authorization = request.headers.get("authorization")
+    as_admin = is_admin(authorization, settings_of(request).admin_token)
+    keepalive = settings_of(request).feed_keepalive_seconds
+    reader = _Reader(
+        admin_pool_of(request) if as_admin else pool_of(request),
+        sid,
+        None if as_admin else participant_digest(authorization),
+        limit,
+        request.app.state.feed_reads,
+        keepalive,
+    )
+    if _wants_stream(request):
+        resume = _last_event_id(request)
+        cursor = resume if resume is not None else after
+        _hub(request).check_capacity()  # a 503 now, not a broken stream later
+        first = await reader.read(cursor)  # refusals (400/401/403/404/410) as problems
+        stream = _stream(_hub(request), reader, decode_page(first, limit), keepalive)
+        return ServerSentEvent(  # type: ignore[return-value]
+            stream, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+    if wait <= 0:
+        return json_response(await reader.read(after))
+    return json_response(await _long_poll(_hub(request), reader, after, wait))
+
+
+async def _long_poll(hub: FeedHub, reader: _Reader, after: int | None, wait: float) -> bytes | str:
+    deadline = time.monotonic() + wait
+    with hub.waiter(str(reader.session)) as waiter:
+        # Registered before the read: an event committing after it wakes us (no lost wake-up).
+        text = await reader.read(after)
+        page = decode_page(text, reader.limit)
+        if page.events:
+            return text
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await _woken_with_news(waiter, page.next, remaining, deadline):
+                return page.json()  # wait elapsed: the empty page (its `next` is still valid)
+            waiter.take()
+            page = await reader.follow(page.next)
+            if page.events:
+                return page.json()
+
+
+async def _woken_with_news(waiter: Waiter, cursor: int, remaining: float, deadline: float) -> bool:
+    """Wait until a wake-up that may concern events after `cursor`; False when time is up."""
+    while await waiter.wait(remaining):
+        if waiter.news_after(cursor):
+            return True
+        waiter.take()  # only events we already have were announced
+        remaining = deadline - time.monotonic()
+    return False
+
+
+async def _stream(
+    hub: FeedHub, reader: _Reader, first: Page, keepalive: float
+) -> AsyncIterator[ServerSentEventMessage]:
+    for event in first.events:
+        yield _message(event)
+    position = first.next
+    next_comment = time.monotonic() + keepalive
+    with hub.waiter(str(reader.session)) as waiter:
+        # Catch up with anything committed between the first read and the registration.
+        page = await _reread(reader, position)
+        while page is not None:
+            for event in page.events:
+                yield _message(event)
+            position = page.next
+            if page.full:  # more may be waiting
+                waiter.take()
+                page = await _reread(reader, position)
+                continue
+            # Wait for news, at most until the next comment is due or the caller's last
+            # authorization check is `keepalive` old (then the re-read is the caller's own).
+            now = time.monotonic()
+            until = min(next_comment, reader.authorized_at + keepalive)
+            woke = await _woken_with_news(waiter, position, max(0.0, until - now), until)
+            if time.monotonic() >= next_comment:
+                yield ServerSentEventMessage(data=None, comment="keep-alive")
+                next_comment = time.monotonic() + keepalive
+            if not woke and time.monotonic() - reader.authorized_at < keepalive:
+                page = Page([], position, False)  # only the comment was due: no read
+                continue
+            # News, or the caller's authorization is `keepalive` old: read (then with the
+            # caller's own credentials, which re-checks them in SQL).
+            waiter.take()
+            page = await _reread(reader, position)
+
+
+async def _reread(reader: _Reader, after: int) -> Page | None:
+    """The next page, or None when the stream must end (access lost, cursor expired). A
+    database outage keeps the stream open: the next tick tries again."""
+    try:
+        return await reader.follow(after)
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) in _STREAM_ENDING_SQLSTATES:
+            return None
+        if errors.kind_for_sqlstate(getattr(exc, "sqlstate", None)) is errors.UNAVAILABLE:
+            return Page([], after, False)
+        raise
+    except CONNECTION_ERRORS:
+        return Page([], after, False)
+
+
+def _message(event: tuple[int, str, msgspec.Raw]) -> ServerSentEventMessage:
+    event_id, kind, raw = event
+    return ServerSentEventMessage(data=bytes(raw).decode(), event=kind, id=event_id)
