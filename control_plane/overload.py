@@ -39,7 +39,7 @@ def start_overload_protection(app: Litestar, settings: Settings) -> None:
         queued = {name: q for name, (_, q) in admission.in_flight().items()}
         in_flight[RequestClass.HEARTBEAT] = beats.batches_in_flight
         queued[RequestClass.HEARTBEAT] = beats.queued
-        queued["feed"] = app.state.feed.waiters()
+        queued["feed"] = app.state.feed.waiters
         return {"in_flight": in_flight, "queued": queued, "connections": open_connections()}
 
     app.state.overload_sampler = asyncio.get_running_loop().create_task(sample_forever(sample))
@@ -50,4 +50,4 @@ async def stop_overload_protection(app: Litestar) -> None:
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await task  # sample_forever logs and survives its own errors

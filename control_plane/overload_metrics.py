@@ -11,6 +11,7 @@ or more workers) gauges are summed over the live workers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from functools import cache
@@ -19,6 +20,7 @@ from typing import Any
 from control_plane.metrics import MULTIPROC_ENV, process_registry
 
 SAMPLE_SECONDS = 0.5
+log = logging.getLogger("control_plane")
 
 
 class _OverloadMetrics:
@@ -94,10 +96,13 @@ async def sample_forever(sample: Sample) -> None:
     "connections": n} into the gauges. Runs until cancelled (app shutdown)."""
     metrics = _metrics()
     while True:
-        values = sample()
-        for name, n in values["in_flight"].items():
-            metrics.in_flight.labels(name).set(n)
-        for name, n in values["queued"].items():
-            metrics.queued.labels(name).set(n)
-        metrics.connections.set(values["connections"])
+        try:
+            values = sample()
+            for name, n in values["in_flight"].items():
+                metrics.in_flight.labels(name).set(n)
+            for name, n in values["queued"].items():
+                metrics.queued.labels(name).set(n)
+            metrics.connections.set(values["connections"])
+        except Exception:  # a gauge is not worth a worker: log, keep sampling
+            log.exception("overload metrics sample failed")
         await asyncio.sleep(SAMPLE_SECONDS)
