@@ -58,6 +58,7 @@ _test:
 	else
 	  echo "== pgTAP: no tests/sql/*.sql files, skipping pg_prove" >&2
 	fi
+	bash scripts/ensure-test-tools.sh
 	echo "== pytest" >&2
 	$(PY) -m pytest -q tests
 

@@ -44,11 +44,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # One LISTEN connection per worker wakes the change feed's waiting requests.
         app.state.feed = FeedHub(settings)
         app.state.feed.start()
-        # Shared reads are admin_session_events, the admin role's function (its own pool); only
-        # followers whose own authorization is fresh are handed their results (routes/events.py).
-        pool = app.state.admin_pool
+        # Followers woken together share one read, made with the first one's own credential;
+        # only followers whose own authorization is fresh are handed its results
+        # (routes/events.py).
+        api_pool, admin_pool = app.state.pool, app.state.admin_pool
         app.state.feed_reads = CoalescedReads(
-            lambda session, after: shared_fetch(pool, session, after)
+            lambda session, after, digest: shared_fetch(
+                api_pool, admin_pool, session, after, digest
+            )
         )
 
         start_overload_protection(app, settings)

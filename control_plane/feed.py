@@ -203,43 +203,48 @@ class FeedHub:
 class CoalescedReads(Generic[T]):
     """Reads of one session's feed that are due at the same moment (the followers one NOTIFY
     woke) become one database call, after the smallest of their cursors; each caller then keeps
-    the events after its own cursor. The fetch is the caller's (routes/events.py): the data still
-    always comes from the table, only the round trips are shared."""
+    the events after its own cursor. The call is made with the credential of the batch's first
+    caller (a participant's token digest, or None for the admin token) and the fetch is the
+    caller's (routes/events.py): the data always comes from the table and every read is an
+    authorized API call; only the round trips are shared. Admin and participant followers
+    never share a batch, so participant traffic never runs under the admin role."""
 
-    def __init__(self, fetch: Callable[[str, int], Coroutine[Any, Any, T]]) -> None:
+    def __init__(self, fetch: Callable[[str, int, bytes | None], Coroutine[Any, Any, T]]) -> None:
         self._fetch = fetch
-        self._pending: dict[str, _Batch[T]] = {}
+        self._pending: dict[tuple[str, bool], _Batch[T]] = {}
         self.calls = 0  # database calls made (bench, metrics)
 
-    async def read(self, session: str, after: int) -> T:
+    async def read(self, session: str, after: int, credential: bytes | None) -> T:
         loop = asyncio.get_running_loop()
-        batch = self._pending.get(session)
+        key = (session, credential is None)
+        batch = self._pending.get(key)
         if batch is None:
-            batch = _Batch(after, loop.create_future())
-            self._pending[session] = batch
+            batch = _Batch(after, credential, loop.create_future())
+            self._pending[key] = batch
             # Started at the end of this loop iteration: every follower woken by the same
             # notification has resumed by then and joined the batch.
-            loop.call_soon(self._start, session, batch)
+            loop.call_soon(self._start, key, batch)
         elif after < batch.after:
             batch.after = after
         # shield: one follower going away must not cancel the read the others wait for.
         return await asyncio.shield(batch.future)
 
-    def _start(self, session: str, batch: _Batch[T]) -> None:
-        if self._pending.get(session) is batch:
-            del self._pending[session]
+    def _start(self, key: tuple[str, bool], batch: _Batch[T]) -> None:
+        if self._pending.get(key) is batch:
+            del self._pending[key]
         self.calls += 1
         task: asyncio.Task[T] = asyncio.get_running_loop().create_task(
-            self._fetch(session, batch.after)
+            self._fetch(key[0], batch.after, batch.credential)
         )
         task.add_done_callback(batch.settle)
 
 
 class _Batch(Generic[T]):
-    __slots__ = ("after", "future")
+    __slots__ = ("after", "credential", "future")
 
-    def __init__(self, after: int, future: asyncio.Future[T]) -> None:
+    def __init__(self, after: int, credential: bytes | None, future: asyncio.Future[T]) -> None:
         self.after = after
+        self.credential = credential
         self.future = future
 
     def settle(self, task: asyncio.Task[T]) -> None:

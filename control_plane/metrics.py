@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DB_CACHE_SECONDS = 2.0
 DB_TIMEOUT_SECONDS = 2.0
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+FEED_TRANSPORTS = ("long_poll", "sse")
+# Feed target: a follower hears of a commit within 200 ms (p99); NOTIFY itself is ~1 ms.
+FEED_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 15.0)
 
 # Heartbeats answer in about a millisecond: resolve the low end finely.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -83,7 +88,13 @@ class _ProcessMetrics:
     LABELS = ("route", "method", "status")
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            disable_created_metrics,
+        )
 
         # No *_created series: they double the output, nobody reads them. (The function has no
         # annotations in prometheus_client.)
@@ -114,6 +125,21 @@ class _ProcessMetrics:
             "Heartbeats carried by those calls (divided by batches: beats per round trip).",
             registry=target,
         )
+        # livesum: the sum over the workers that are alive (a dead worker's waiters are gone).
+        subscribers = Gauge(
+            "control_plane_feed_subscribers",
+            "Change-feed requests held open waiting for events, by transport (long_poll, sse).",
+            ["transport"],
+            registry=target,
+            multiprocess_mode="livesum",
+        )
+        self.feed_subscribers = {t: subscribers.labels(t) for t in FEED_TRANSPORTS}
+        self.feed_delivery_lag = Histogram(
+            "control_plane_feed_delivery_lag_seconds",
+            "From an event's commit time (database clock) to its hand-off to a woken follower.",
+            buckets=FEED_LAG_BUCKETS,
+            registry=target,
+        )
         # Labelled children, resolved once per (route, method, status): the hot path does one
         # dict lookup instead of prometheus_client's label validation on every request.
         self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -127,6 +153,21 @@ def _process_metrics() -> _ProcessMetrics:
 def process_registry() -> CollectorRegistry:
     """This process's own metrics (in multiprocess mode the values are in the shared files)."""
     return _process_metrics().registry
+
+
+@contextmanager
+def feed_subscriber(transport: str) -> Iterator[None]:
+    """Counts a change-feed request in `control_plane_feed_subscribers` while it waits."""
+    gauge = _process_metrics().feed_subscribers[transport]
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+def observe_feed_delivery(lag_seconds: float) -> None:
+    _process_metrics().feed_delivery_lag.observe(max(0.0, lag_seconds))
 
 
 def observe_heartbeat_batch(beats: int) -> None:

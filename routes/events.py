@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -34,6 +35,7 @@ from control_plane.database import CONNECTION_ERRORS
 from control_plane.errors import DomainError
 from control_plane.feed import CoalescedReads, FeedHub, Waiter
 from control_plane.http import json_response, path_uuid
+from control_plane.metrics import feed_subscriber, observe_feed_delivery
 from control_plane.schemas import EventsPage
 from routes._common import (
     INVALID,
@@ -72,6 +74,7 @@ class _Page(msgspec.Struct):
 class _EventHead(msgspec.Struct):
     id: int
     kind: str
+    at: datetime
 
 
 _page_decoder = msgspec.json.Decoder(_Page)
@@ -143,10 +146,16 @@ def decode_page(text: str, limit: int) -> Page:
     return Page(events, raw.next, len(events) >= limit)
 
 
-async def shared_fetch(pool: asyncpg.Pool, session: str, after: int) -> Page:
+async def shared_fetch(
+    api_pool: asyncpg.Pool, admin_pool: asyncpg.Pool, session: str, after: int, digest: bytes | None
+) -> Page:
     """The fetch behind CoalescedReads: one page for every follower of `session` in this worker
-    whose authorization is fresh (the callers were authorized by their own reads)."""
-    text = await pool.fetchval(_ADMIN_SQL, UUID(session), after, MAX_LIMIT)
+    whose authorization is fresh, read with the first follower's own credential — the API role
+    and a member's token for participants, the admin role only for admin-token followers."""
+    if digest is None:
+        text = await admin_pool.fetchval(_ADMIN_SQL, UUID(session), after, MAX_LIMIT)
+    else:
+        text = await api_pool.fetchval(_PARTICIPANT_SQL, digest, UUID(session), after, MAX_LIMIT)
     return decode_page(str(text), MAX_LIMIT)
 
 
@@ -174,12 +183,25 @@ class _Reader:
         return str(text)
 
     async def follow(self, after: int) -> Page:
-        """The events after `after` once woken: from the worker's shared read of the session
-        while this caller's authorization is at most `fresh_for` old, else its own read (which
-        re-checks it; contract §9: at least every 15 s)."""
+        """The events after `after` once woken, their delivery lag observed (/metrics)."""
+        page = await self._follow(after)
+        if page.events:
+            newest = _head_decoder.decode(page.events[-1][2]).at
+            observe_feed_delivery(time.time() - newest.timestamp())
+        return page
+
+    async def _follow(self, after: int) -> Page:
+        """From the worker's shared read of the session while this caller's authorization is
+        at most `fresh_for` old, else its own read (which re-checks it; contract §9: at least
+        every 15 s)."""
         if time.monotonic() - self.authorized_at >= self.fresh_for:
             return decode_page(await self.read(after), self.limit)
-        page = await self.shared.read(str(self.session), after)
+        try:
+            page = await self.shared.read(str(self.session), after, self.digest)
+        except asyncpg.PostgresError:
+            # The credential the shared read went out with was refused (that follower lost
+            # access) or its cursor expired: this caller's own read decides for this caller.
+            return decode_page(await self.read(after), self.limit)
         mine = [e for e in page.events if e[0] > after]
         if len(mine) > self.limit:
             return Page(mine[: self.limit], mine[self.limit - 1][0], True)
@@ -244,7 +266,7 @@ async def events(request: Req, session_id: str) -> Response[EventsPage]:
 
 async def _long_poll(hub: FeedHub, reader: _Reader, after: int | None, wait: float) -> bytes | str:
     deadline = time.monotonic() + wait
-    with hub.waiter(str(reader.session)) as waiter:
+    with hub.waiter(str(reader.session)) as waiter, feed_subscriber("long_poll"):
         # Registered before the read: an event committing after it wakes us (no lost wake-up).
         text = await reader.read(after)
         page = decode_page(text, reader.limit)
@@ -277,7 +299,7 @@ async def _stream(
         yield _message(event)
     position = first.next
     next_comment = time.monotonic() + keepalive
-    with hub.waiter(str(reader.session)) as waiter:
+    with hub.waiter(str(reader.session)) as waiter, feed_subscriber("sse"):
         # Catch up with anything committed between the first read and the registration.
         page = await _reread(reader, position)
         while page is not None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.11) and install the exact versions pinned in requirements.lock, then
-# the project itself (`pip install --no-deps -e .`), only when pyproject.toml or the lock file
-# changed since the last successful install (their sha256 is stamped in .venv/.install.sha256).
+# the project itself (`pip install --no-deps -e .`) and the SDK with its CLI (clients/python),
+# only when a pyproject.toml or the lock file changed since the last successful install (their sha256 is stamped in .venv/.install.sha256).
 # Refresh the pins with `make lock` (scripts/lock.sh).
 set -euo pipefail
 
@@ -12,7 +12,8 @@ STAMP=$VENV/.install.sha256
 log() { printf 'venv: %s\n' "$*" >&2; }
 
 [[ -f $LOCK ]] || { log "error: $LOCK is missing (make lock)"; exit 1; }
-want=$(cat "$ROOT/pyproject.toml" "$LOCK" | sha256sum | cut -d' ' -f1)
+SDK=$ROOT/clients/python
+want=$(cat "$ROOT/pyproject.toml" "$SDK/pyproject.toml" "$LOCK" | sha256sum | cut -d' ' -f1)
 if [[ -x $VENV/bin/python && -f $STAMP && $(<"$STAMP") == "$want" ]] \
    && "$VENV/bin/python" -c '' 2>/dev/null; then
   exit 0
@@ -40,4 +41,6 @@ log "installing requirements.lock and the project (pyproject.toml or the lock ch
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 "$VENV/bin/python" -m pip install -q -r "$LOCK" >&2
 "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
+# The SDK and its operator CLI (`cpctl`): their dependencies are pinned in the lock too.
+"$VENV/bin/python" -m pip install -q --no-deps -e "$SDK" >&2
 printf '%s\n' "$want" >"$STAMP"

@@ -210,8 +210,9 @@ class ServerProcess:
         admin_token: str | None,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
@@ -270,8 +271,10 @@ def start_server(
     tmp_dir: Path,
     name: str,
     extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> ServerProcess:
-    server = ServerProcess(database_url, admin_token, tmp_dir / f"{name}.log", extra_env)
+    """A started server; `port` reuses a port (a restart at the same address)."""
+    server = ServerProcess(database_url, admin_token, tmp_dir / f"{name}.log", extra_env, port)
     server.wait_ready()
     return server
 

@@ -157,6 +157,33 @@ def test_long_poll_is_woken_by_a_commit_of_that_session(
     assert time.monotonic() - started < 30
 
 
+def _metric(client: httpx.Client, series: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} is not exported")
+
+
+def test_waiting_followers_and_delivery_lag_are_on_metrics(
+    feed: httpx.Client, make_member: Callable[..., Member], pool: ThreadPoolExecutor
+) -> None:
+    owner = make_member()
+    node = attach(feed, owner)
+    cursor = page(feed, owner)["next"]
+    waiting_series = 'control_plane_feed_subscribers{transport="long_poll"}'
+    lag_count = "control_plane_feed_delivery_lag_seconds_count"
+    idle, delivered = _metric(feed, waiting_series), _metric(feed, lag_count)
+    waiting: Future[dict[str, Any]] = pool.submit(page, feed, owner, after=cursor, wait=30)
+    deadline = time.monotonic() + 5
+    while _metric(feed, waiting_series) < idle + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _metric(feed, waiting_series) >= idle + 1, "a parked long-poll is counted"
+    declare(feed, owner, node)
+    assert [e["kind"] for e in waiting.result(timeout=10)["events"]] == ["declared"]
+    assert _metric(feed, lag_count) >= delivered + 1, "the woken delivery's lag is observed"
+    assert 'control_plane_feed_subscribers{transport="sse"}' in feed.get("/metrics").text
+
+
 def test_long_poll_times_out_with_an_empty_page(
     feed: httpx.Client, make_member: Callable[..., Member]
 ) -> None:
