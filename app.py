@@ -18,6 +18,7 @@ from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.methods import ControlPlaneApp
 from control_plane.metrics import MetricsMiddleware
 from control_plane.openapi import document_contract, document_request_bodies, openapi_config
+from control_plane.overload import start_overload_protection, stop_overload_protection
 from routes.admin import admin_router
 from routes.bench import bench_routes
 from routes.events import shared_fetch
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.pool,
             max_batch=settings.heartbeat_max_batch,
             max_in_flight=settings.heartbeat_max_in_flight,
+            max_queued=settings.heartbeat_max_queued,
         )
         # One LISTEN connection per worker wakes the change feed's waiting requests.
         app.state.feed = FeedHub(settings)
@@ -52,7 +54,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             )
         )
 
+        start_overload_protection(app, settings)
+
     async def close_pool(app: Litestar) -> None:
+        await stop_overload_protection(app)
         await app.state.feed.close()
         # Each waits for its in-flight calls: a drained shutdown.
         await app.state.pool.close()

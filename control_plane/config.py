@@ -52,6 +52,19 @@ def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
     return parse
 
 
+def _number(low: float, high: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, not {raw!r}")
+        return value
+
+    return parse
+
+
 def _choice(*allowed: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().lower()
@@ -101,6 +114,27 @@ class Settings:
     feed_max_waiters: int = _env("FEED_MAX_WAITERS", _integer(1, 1_000_000), 10_000)
     # Bench-only routes (routes/bench.py), never in the product's route table by default.
     bench_routes: bool = _env("CONTROL_PLANE_BENCH_ROUTES", _flag, False)
+    # Overload protection (docs/reliability.md, "Overload"). Admission: database calls in flight
+    # per worker and request class; the three together leave the heartbeat batch its connection.
+    admission_writes: int = _env("ADMISSION_WRITES", _integer(1, 1000), 4)
+    admission_reads: int = _env("ADMISSION_READS", _integer(1, 1000), 2)
+    admission_admin: int = _env("ADMISSION_ADMIN", _integer(1, 1000), 1)
+    # Requests of a class waiting for one of its slots (beyond: shed at once), and how long.
+    admission_queue: int = _env("ADMISSION_QUEUE", _integer(0, 100_000), 16)
+    admission_queue_wait_ms: int = _env("ADMISSION_QUEUE_WAIT_MS", _integer(1, 8000), 250)
+    # Beats waiting for the next batch per worker (beyond: shed).
+    heartbeat_max_queued: int = _env("HEARTBEAT_MAX_QUEUED", _integer(1, 1_000_000), 8192)
+    # Per-token request rates, service-wide (each worker enforces rate / WEB_CONCURRENCY);
+    # 0 turns a class's limit off. Burst: that many seconds' worth of requests at once.
+    rate_limit_writes: float = _env("RATE_LIMIT_WRITES_PER_S", _number(0, 1e6), 10.0)
+    rate_limit_reads: float = _env("RATE_LIMIT_READS_PER_S", _number(0, 1e6), 10.0)
+    rate_limit_admin: float = _env("RATE_LIMIT_ADMIN_PER_S", _number(0, 1e6), 1000.0)
+    rate_limit_burst_s: float = _env("RATE_LIMIT_BURST_S", _number(1, 3600), 3.0)
+    # Connection hygiene (control_plane/connection_limits.py): per worker.
+    http_max_connections: int = _env("HTTP_MAX_CONNECTIONS", _integer(1, 1_000_000), 4096)
+    http_header_timeout_s: float = _env("HTTP_HEADER_TIMEOUT_S", _number(0.1, 600), 5.0)
+    http_body_timeout_s: float = _env("HTTP_BODY_TIMEOUT_S", _number(0.1, 600), 10.0)
+    http_keepalive_timeout_s: int = _env("HTTP_KEEPALIVE_TIMEOUT_S", _integer(1, 600), 5)
 
     @property
     def api_password_file(self) -> Path:

@@ -62,6 +62,7 @@ METHOD_NOT_ALLOWED = ErrorKind(405, "request.method_not_allowed", "Method not al
 UNSUPPORTED_MEDIA_TYPE = ErrorKind(415, "request.unsupported_media_type", "Unsupported media type")
 TOO_LARGE = ErrorKind(413, "request.too_large", "Request body too large")
 UNAVAILABLE = ErrorKind(503, "service.unavailable", "Service unavailable")
+RATE_LIMITED = ErrorKind(429, "request.rate_limited", "Too many requests")
 INTERNAL = ErrorKind(500, "internal", "Internal error")
 
 # Classes of SQLSTATE meaning "the database is not able to serve right now" → 503.

@@ -32,6 +32,7 @@ from control_plane import errors
 from control_plane.config import Settings
 from control_plane.database import api_connect_kwargs
 from control_plane.errors import DomainError
+from control_plane.overload_metrics import count_shed
 
 log = logging.getLogger("control_plane.feed")
 
@@ -111,6 +112,7 @@ class FeedHub:
     def check_capacity(self) -> None:
         """503 when this worker already holds its maximum of waiting requests."""
         if self._count >= self._max_waiters:
+            count_shed("feed")
             raise DomainError(errors.UNAVAILABLE, "too many requests are waiting; retry later")
 
     @contextlib.contextmanager

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 from litestar import Request
 
+from control_plane.admission import RequestClass, shed
 from control_plane.metrics import observe_heartbeat_batch
 
 _BATCH_SQL = (
@@ -34,10 +35,15 @@ Verdict = str | None
 class HeartbeatCoalescer:
     """Per-process queue of heartbeats; one `runtime_node_heartbeat_batch` call per flush."""
 
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int, max_in_flight: int) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, max_batch: int, max_in_flight: int, max_queued: int = 8192
+    ) -> None:
         self._pool = pool
         self._max_batch = max(1, max_batch)
         self._max_in_flight = max(1, max_in_flight)
+        # Beats waiting for a batch beyond which a beat is shed (503): waiting is cheap, so
+        # this is the last capacity of the service to run out (control_plane/admission.py).
+        self._max_queued = max(1, max_queued)
         # Parallel lists: the three become the call's array arguments without a copy loop.
         self._digests: list[bytes] = []
         self._nodes: list[str] = []
@@ -55,6 +61,9 @@ class HeartbeatCoalescer:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
+        if len(self._futures) >= self._max_queued:
+            future.set_exception(shed(RequestClass.HEARTBEAT))
+            return future
         self._digests.append(digest)
         self._nodes.append(node_id)
         self._healths.append(health)
@@ -62,6 +71,15 @@ class HeartbeatCoalescer:
         if not self._flush_scheduled and self._in_flight < self._max_in_flight:
             self._schedule_flush(loop)
         return future
+
+    @property
+    def queued(self) -> int:
+        """Beats waiting for a batch."""
+        return len(self._futures)
+
+    @property
+    def batches_in_flight(self) -> int:
+        return self._in_flight
 
     def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._flush_scheduled = True

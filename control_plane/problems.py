@@ -30,6 +30,8 @@ _encoder = msgspec.json.Encoder()
 # One sweep interval: a daemon retrying then finds the database back.
 RETRY_AFTER_BASE_SECONDS = 5
 _RETRY_STATUSES = (429, 503)
+# What Litestar raises when the client disconnects before the whole body arrived.
+CLIENT_DISCONNECTED = "client disconnected prematurely"
 
 
 def retry_after(base: int = RETRY_AFTER_BASE_SECONDS) -> str:
@@ -139,6 +141,11 @@ def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response
         return unavailable()
     if 400 <= status < 500:
         return problem_response(errors.INVALID, exc.detail or "invalid request")
+    if exc.detail == CLIENT_DISCONNECTED:
+        # The client went away mid-body (or the connection guard closed it at the body
+        # deadline): nobody hears this answer; it is no server error.
+        log.debug("client disconnected before sending the whole body")
+        return problem_response(errors.INVALID, "the request body was not received in full")
     log.error("HTTP exception %s: %s", status, exc.detail)
     return problem_response(errors.INTERNAL, "internal error")
 

@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from control_plane.config import ConfigError, load_settings
+from control_plane.connection_limits import GuardedHttpTools
 from control_plane.database import (
     ConnectionConfigError,
     admin_connect_kwargs,
@@ -43,7 +44,8 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpTools,  # httptools + header/body deadlines, connection limit
+        timeout_keep_alive=settings.http_keepalive_timeout_s,
         access_log=settings.access_log,
         log_level=settings.log_level,
         backlog=4096,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from drills import app_down, fuzz, races, restart, soak
+from drills import app_down, fuzz, noisy, races, restart, slow, soak, storm
 from drills.harness import Cluster, Context, Verdict, log, wait_database
 
 Drill = Callable[[Context], Coroutine[Any, Any, Verdict]]
@@ -36,8 +36,11 @@ DRILLS: dict[str, Drill] = {
     "db-freeze": lambda ctx: restart.drill(ctx, "freeze"),
     "fuzz": fuzz.drill,
     "races": races.drill,
+    "slow-clients": slow.drill,
+    "noisy-neighbour": noisy.drill,
     "app-down": app_down.drill,
     "soak": soak.drill,
+    "reconnect-storm": storm.drill,
 }
 
 

@@ -279,8 +279,14 @@ class Server:
     """`python -m control_plane.serve` as a child process on a loopback port."""
 
     def __init__(
-        self, database_url: str, admin_token: str, log_dir: Path, port: int | None = None
+        self,
+        database_url: str,
+        admin_token: str,
+        log_dir: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.extra_env = env or {}
         self.database_url = database_url
         self.admin_token = admin_token
         self.port = port or free_port()
@@ -302,6 +308,7 @@ class Server:
             WEB_CONCURRENCY=os.environ.get("DRILLS_WEB_CONCURRENCY", "2"),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "control_plane.serve"],

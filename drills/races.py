@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from drills import fleet, seed
-from drills.harness import Context, Verdict, connect, deadlocks
+from drills.harness import Context, Server, Verdict, connect, deadlocks
 
 SESSIONS = 20
 ATTACH_ROUNDS = 6
@@ -37,7 +37,28 @@ UPDATES = 10
 async def drill(ctx: Context) -> Verdict:
     verdict = Verdict("races")
     url = ctx.database_url
-    server = ctx.ensure_server()
+    # The races are about the database's invariants under concurrency: a server of its own
+    # without per-token rates or admission queues in the way (those have drills of their own:
+    # noisy-neighbour, reconnect-storm).
+    server = Server(url, ctx.admin_token, ctx.work_dir, env=UNLIMITED)
+    await asyncio.to_thread(server.start)
+    try:
+        return await _drill(ctx, verdict, server)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+UNLIMITED = {
+    "RATE_LIMIT_WRITES_PER_S": "0",
+    "RATE_LIMIT_READS_PER_S": "0",
+    "RATE_LIMIT_ADMIN_PER_S": "0",
+    "ADMISSION_QUEUE": "10000",
+    "ADMISSION_QUEUE_WAIT_MS": "8000",
+}
+
+
+async def _drill(ctx: Context, verdict: Verdict, server: Server) -> Verdict:
+    url = ctx.database_url
     rid = seed.run_id()
     with connect(url) as conn:
         deadlocks_before = deadlocks(conn)

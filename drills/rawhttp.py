@@ -29,6 +29,7 @@ class _Item:
     node_id: str
     sent: float
     future: asyncio.Future[Outcome]
+    op: str = "heartbeat"
 
 
 class RawPool:
@@ -46,9 +47,22 @@ class RawPool:
             f"Content-Length: {len(_BODY)}\r\n\r\n"
         ).encode() + _BODY
 
+    def request(self, method: str, path: str, token: str, body: object = None) -> bytes:
+        """Any request, prebuilt: a JSON body (or none) and a bearer token."""
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        return (
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"Authorization: Bearer {token}\r\n"
+            + ("Content-Type: application/json\r\n" if body is not None else "")
+            + f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+
     async def heartbeat(self, rec: Recorder | None, node: Node, request: bytes) -> Outcome:
+        return await self.send(rec, "heartbeat", node.node_id, request)
+
+    async def send(self, rec: Recorder | None, op: str, node_id: str, request: bytes) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(request, node.node_id, time.monotonic(), future))
+        self._queue.put_nowait(_Item(request, node_id, time.monotonic(), future, op))
         outcome = await future
         if rec is not None:
             rec.add(outcome)
@@ -67,16 +81,34 @@ class RawPool:
             if item is None:
                 break
             try:
-                if writer is None:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(self._host, self._port), CLIENT_TIMEOUT
-                    )
-                assert reader is not None and writer is not None
-                writer.write(item.request)
-                outcome = await asyncio.wait_for(_read_response(reader, item), CLIENT_TIMEOUT)
+                reused = writer is not None
+                for attempt in (1, 2):
+                    if writer is None:
+                        reader, writer = await asyncio.wait_for(
+                            asyncio.open_connection(self._host, self._port), CLIENT_TIMEOUT
+                        )
+                    assert reader is not None and writer is not None
+                    try:
+                        writer.write(item.request)
+                        outcome = await asyncio.wait_for(
+                            _read_response(reader, item), CLIENT_TIMEOUT
+                        )
+                        break
+                    except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
+                        # The server closed an idle keep-alive connection (its keep-alive
+                        # timeout) just as we reused it: like any HTTP client, retry once on a
+                        # new connection, when no byte of the answer had arrived.
+                        if (
+                            not reused
+                            or attempt == 2
+                            or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial)
+                        ):
+                            raise
+                        writer.close()
+                        reader = writer = None
             except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else "transport"
-                outcome = Outcome("heartbeat", item.node_id, item.sent, time.monotonic(), 0,
+                outcome = Outcome(item.op, item.node_id, item.sent, time.monotonic(), 0,
                                   error=f"{kind}:{type(exc).__name__}")  # fmt: skip
                 if writer is not None:
                     writer.close()
@@ -105,8 +137,8 @@ async def _read_response(reader: asyncio.StreamReader, item: _Item) -> Outcome:
         with contextlib.suppress(ValueError):
             code = json.loads(body).get("code")
     return Outcome(
-        "heartbeat", item.node_id, item.sent, time.monotonic(), status, code,
-        headers.get("retry-after"),
+        item.op, item.node_id, item.sent, time.monotonic(), status, code,
+        headers.get("retry-after"), body=body if item.op != "heartbeat" else None,
     )  # fmt: skip
 
 

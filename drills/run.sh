@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make drills`: the reliability drills (docs/reliability.md), at most ~10 minutes.
+# `make drills`: the reliability drills (docs/reliability.md), at most ~15 minutes.
 #
-#   bash drills/run.sh [name ...]     all drills, or some of: app-down db-restart-fast
-#                                     db-restart-immediate fuzz races soak
+#   bash drills/run.sh [name ...]     all drills, or some of: db-restart-fast
+#                                     db-restart-immediate db-freeze fuzz races slow-clients
+#                                     noisy-neighbour app-down soak reconnect-storm
 #
 # DATABASE_URL unset → the private *test* cluster is reset (fresh) and used, and stopped at the
 # end, exactly as `make test` does (the two wait for each other). DATABASE_URL set → that server

@@ -12,21 +12,40 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 
 from control_plane import errors
+from control_plane.admission import Admission, AdmittedPool, classify
 from control_plane.config import Settings
 from control_plane.errors import ErrorKind
 from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem
+from control_plane.refusals import RefuseEarlyMiddleware
 
 
-def pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
-    """The API role's pool: every call made with a participant's token."""
+def pool_of(request: Request[Any, Any, Any]) -> AdmittedPool:
+    """The API role's pool (every call made with a participant's token), as this request may
+    use it: each call admitted within the request's class (503 when the class is saturated;
+    control_plane/admission.py)."""
+    return _admitted(request, request.app.state.pool)
+
+
+def admin_pool_of(request: Request[Any, Any, Any]) -> AdmittedPool:
+    """The admin role's pool: only after the admin token was checked (control_plane.auth);
+    admitted like pool_of."""
+    return _admitted(request, request.app.state.admin_pool)
+
+
+def _admitted(request: Request[Any, Any, Any], pool: asyncpg.Pool) -> AdmittedPool:
+    request_class = classify(request.scope.get("path_template") or "", request.method)
+    admission: Admission = request.app.state.admission
+    return admission.pool_for(pool, request_class)
+
+
+def raw_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    """The API role's pool itself, for the operations endpoints (they bound their own calls)."""
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def admin_pool_of(request: Request[Any, Any, Any]) -> asyncpg.Pool:
-    """The admin role's pool: only after the admin token was checked (control_plane.auth)."""
-    pool: asyncpg.Pool = request.app.state.admin_pool
-    return pool
+# On every route but the heartbeat: rate and capacity checked first (control_plane/refusals.py).
+REFUSE_EARLY: list[Any] = [RefuseEarlyMiddleware]
 
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:
@@ -51,6 +70,7 @@ STATE_TRANSITION_FORBIDDEN = errors.SQLSTATE_ERRORS["CPC07"]
 TOO_LARGE = errors.TOO_LARGE
 UNSUPPORTED_MEDIA_TYPE = errors.UNSUPPORTED_MEDIA_TYPE
 UNAVAILABLE = errors.UNAVAILABLE
+RATE_LIMITED = errors.RATE_LIMITED
 # Every operation with a JSON body can be refused for its size, media type and syntax.
 BODY_PROBLEMS = (INVALID, TOO_LARGE, UNSUPPORTED_MEDIA_TYPE)
 
@@ -75,6 +95,7 @@ EXAMPLE_DETAILS = {
     TOO_LARGE.code: "request body exceeds 64 KiB",
     UNSUPPORTED_MEDIA_TYPE.code: "the request body must be application/json",
     UNAVAILABLE.code: "the database is unavailable; retry later",
+    RATE_LIMITED.code: "too many requests for this token; retry later",
 }
 
 
@@ -93,7 +114,7 @@ def problems(
             Problem,
             description=f"{HTTPStatus(status).phrase}: "
             + ", ".join(f"`{code}`" for code in sorted(codes))
-            + (" (with `Retry-After`)" if status == 503 else ""),
+            + (" (with `Retry-After`)" if status in (429, 503) else ""),
             media_type=PROBLEM_MEDIA_TYPE,
             generate_examples=False,
             examples=[

@@ -45,6 +45,8 @@ from routes._common import (
     FORBIDDEN_ADMIN,
     INVALID,
     NOT_FOUND,
+    RATE_LIMITED,
+    REFUSE_EARLY,
     STATE_TRANSITION_FORBIDDEN,
     UNAUTHENTICATED,
     UNAVAILABLE,
@@ -55,7 +57,7 @@ from routes._common import (
 
 Req = Request[Any, Any, Any]
 # Every admin call: a bad path id, no or a wrong admin token, the database away.
-_ADMIN_PROBLEMS = (INVALID, UNAUTHENTICATED, FORBIDDEN_ADMIN, UNAVAILABLE)
+_ADMIN_PROBLEMS = (INVALID, UNAUTHENTICATED, FORBIDDEN_ADMIN, RATE_LIMITED, UNAVAILABLE)
 _ADMIN_BODY_PROBLEMS = (*_ADMIN_PROBLEMS, *BODY_PROBLEMS)
 
 
@@ -308,4 +310,5 @@ admin_router = Router(
     ],
     tags=["admin"],
     opt=auth_opt(Auth.ADMIN),
+    middleware=REFUSE_EARLY,
 )

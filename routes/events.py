@@ -29,6 +29,7 @@ from litestar import Request, Response, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from control_plane import errors
+from control_plane.admission import AdmittedPool
 from control_plane.auth import Auth, auth_opt, is_admin, participant_digest
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.errors import DomainError
@@ -40,6 +41,8 @@ from routes._common import (
     INVALID,
     NOT_FOUND,
     PERMISSION_DENIED,
+    RATE_LIMITED,
+    REFUSE_EARLY,
     UNAUTHENTICATED,
     UNAVAILABLE,
     admin_pool_of,
@@ -160,7 +163,7 @@ async def shared_fetch(
 class _Reader:
     """One caller's reads of one session's feed (admin or participant)."""
 
-    pool: asyncpg.Pool
+    pool: AdmittedPool  # routes._common.pool_of: each read admitted (control_plane/admission.py)
     session: UUID
     digest: bytes | None  # None: the admin token
     limit: int
@@ -214,10 +217,17 @@ def _hub(request: Req) -> FeedHub:
     "/sessions/{session_id:str}/runtime-nodes/events",
     summary="Follow a session's change feed (page, long-poll or SSE)",
     responses=problems(
-        INVALID, UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, CURSOR_EXPIRED, UNAVAILABLE
+        INVALID,
+        UNAUTHENTICATED,
+        PERMISSION_DENIED,
+        NOT_FOUND,
+        CURSOR_EXPIRED,
+        RATE_LIMITED,
+        UNAVAILABLE,
     ),
     response_description="{events, next}; or an SSE stream with Accept: text/event-stream",
     opt=auth_opt(Auth.ADMIN_OR_PARTICIPANT),
+    middleware=REFUSE_EARLY,
 )
 async def events(request: Req, session_id: str) -> Response[EventsPage]:
     """The session's events after `after` in id order (`{events, next}`; pass `next` as `after`

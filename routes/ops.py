@@ -17,7 +17,7 @@ from control_plane.database import CONNECTION_ERRORS
 from control_plane.http import encode_json
 from control_plane.metrics import CONTENT_TYPE, DatabaseMetrics, render
 from control_plane.schemas import HealthResult, ReadinessResult
-from routes._common import INVALID, pool_of, problems
+from routes._common import INVALID, problems, raw_pool_of
 
 Req = Request[Any, Any, Any]
 
@@ -59,7 +59,7 @@ async def readiness_reasons(request: Req) -> tuple[list[str], dict[str, Any]]:
 
     One call to the cheap `ops_status()` (single-row reads; never counts nodes)."""
     try:
-        async with pool_of(request).acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
+        async with raw_pool_of(request).acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
             raw = await conn.fetchval(
                 "SELECT control_plane.ops_status()", timeout=PROBE_TIMEOUT_SECONDS
             )
@@ -144,7 +144,7 @@ async def metrics(request: Req) -> Response[bytes]:
     database: DatabaseMetrics | None = state.get("database_metrics")
     if database is None:
         database = state["database_metrics"] = DatabaseMetrics()
-    await database.refresh(pool_of(request))
+    await database.refresh(raw_pool_of(request))
     # The full media type as the header: Litestar appends `; charset=utf-8` to any `text/`
     # media_type it is given, and a second charset is refused by Prometheus 3.
     return Response(render(database), headers={**NO_STORE, "Content-Type": CONTENT_TYPE})

@@ -42,6 +42,8 @@ from routes._common import (
     NODE_NOT_FOUND,
     NOT_FOUND,
     PERMISSION_DENIED,
+    RATE_LIMITED,
+    REFUSE_EARLY,
     SESSION_NOT_ACTIVE,
     UNAUTHENTICATED,
     UNAVAILABLE,
@@ -67,7 +69,10 @@ def _digest(request: Req) -> bytes:
     status_code=200,
     summary="Attach a runtime node to a session",
     request_body_doc=AttachRequest,
-    responses=problems(*_BODY_PROBLEMS, ATTACH_CONFLICT, ATTACH_REVOKED, SESSION_NOT_ACTIVE),
+    responses=problems(
+        *_BODY_PROBLEMS, ATTACH_CONFLICT, ATTACH_REVOKED, SESSION_NOT_ACTIVE, RATE_LIMITED
+    ),
+    middleware=REFUSE_EARLY,
 )
 async def attach(request: Req, session_id: str) -> Response[AttachResult]:
     """Attach the caller's node to an active session (upsert): a new slot starts `registering`;
@@ -94,7 +99,8 @@ async def attach(request: Req, session_id: str) -> Response[AttachResult]:
     status_code=200,
     summary="Declare a node's capabilities",
     request_body_doc=DeclarationRequest,
-    responses=problems(*_BODY_PROBLEMS, FLOOR_EXCEEDED),
+    responses=problems(*_BODY_PROBLEMS, FLOOR_EXCEEDED, RATE_LIMITED),
+    middleware=REFUSE_EARLY,
 )
 async def declare(request: Req, node_id: str) -> Response[NodeStateResult]:
     """Declare the capabilities of the caller's attached node (at least one): this brings a
@@ -116,7 +122,8 @@ async def declare(request: Req, node_id: str) -> Response[NodeStateResult]:
     "/runtime-nodes/{node_id:str}/capabilities",
     summary="Update a node's capabilities",
     request_body_doc=CapabilityUpdateRequest,
-    responses=problems(*_BODY_PROBLEMS, CAPABILITY_UPDATE_CONFLICT, FLOOR_EXCEEDED),
+    responses=problems(*_BODY_PROBLEMS, CAPABILITY_UPDATE_CONFLICT, FLOOR_EXCEEDED, RATE_LIMITED),
+    middleware=REFUSE_EARLY,
 )
 async def update_capabilities(request: Req, node_id: str) -> Response[NodeStateResult]:
     """Replace the capabilities of the caller's active node and optionally move it between
@@ -165,7 +172,8 @@ async def heartbeat(request: Req, node_id: str) -> Response[None]:
     status_code=204,
     summary="Detach a runtime node",
     request_body_doc=ReasonRequest,
-    responses=problems(*_BODY_PROBLEMS),
+    responses=problems(*_BODY_PROBLEMS, RATE_LIMITED),
+    middleware=REFUSE_EARLY,
 )
 async def detach(request: Req, node_id: str) -> Response[None]:
     """Take the caller's active node offline (slot and presence). Idempotent: with nothing
@@ -187,8 +195,9 @@ def _is_admin(request: Req) -> bool:
 @get(
     "/sessions/{session_id:str}/runtime-nodes",
     summary="List a session's runtime nodes",
-    responses=problems(*_PROBLEMS, NOT_FOUND),
+    responses=problems(*_PROBLEMS, NOT_FOUND, RATE_LIMITED),
     opt=auth_opt(Auth.ADMIN_OR_PARTICIPANT),
+    middleware=REFUSE_EARLY,
 )
 async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     """Every attachment of the session in all five slot states, ordered by `attachedAt` then
@@ -212,7 +221,8 @@ async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     status_code=204,
     summary="Revoke a node's attachment",
     request_body_doc=ReasonRequest,
-    responses=problems(*_BODY_PROBLEMS, NODE_NOT_FOUND),
+    responses=problems(*_BODY_PROBLEMS, NODE_NOT_FOUND, RATE_LIMITED),
+    middleware=REFUSE_EARLY,
     opt=auth_opt(Auth.ADMIN_OR_PARTICIPANT),
 )
 async def revoke(request: Req, session_id: str, node_id: str) -> Response[None]:
