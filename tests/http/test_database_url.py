@@ -12,12 +12,8 @@ login is swapped for the API role (contract §13).
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +31,7 @@ from control_plane.database import (
     asyncpg_connect_args,
     login_dsn,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import start_server
 
 
 def _refusing_port() -> int:
@@ -144,49 +139,13 @@ def multi_host_server(
     database_url: str, migrated: None, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     name = f"multi-host-{secrets.token_hex(4)}"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("CONTROL_PLANE_API_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
-    }
-    env.update(
-        DATABASE_URL=_multi_host_url(database_url, name, request.param),
-        HOST="127.0.0.1",
-        PORT=str(port),
-        WEB_CONCURRENCY="1",
+    server = start_server(
+        _multi_host_url(database_url, name, request.param), None, tmp_path, "multi-host"
     )
-    log = tmp_path / "multi-host.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "control_plane.serve"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield f"{base}#{name}"
+        yield f"{server.base_url}#{name}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def test_a_multi_host_url_serves_through_the_reachable_host(

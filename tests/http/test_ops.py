@@ -7,21 +7,17 @@ tests that need "ready" keep a witness node beating, which is how that guard is 
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import start_server
+
 POLL_SECONDS = 0.2
 # The sweep runs every 5 s once pg_cron's loop is going; the loop starts at a full minute.
 READY_TIMEOUT_SECONDS = 90.0
@@ -239,58 +235,22 @@ def test_metrics_database_gauges(
 # --- several workers ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def two_workers(
     database_url: str, migrated: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The app under WEB_CONCURRENCY=2, as deployed by default."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("two-workers") / "server.log"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "PROMETHEUS_MULTIPROC_DIR",
-            "CONTROL_PLANE_API_DATABASE_URL",
-            "CONTROL_PLANE_ADMIN_DATABASE_URL",
-        )
-    }
-    env.update(DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "control_plane.serve"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server = start_server(
+        database_url,
+        None,
+        tmp_path_factory.mktemp("two-workers"),
+        "server",
+        {"WEB_CONCURRENCY": "2"},
+    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield base
+        yield server.base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def test_metrics_add_up_across_workers(two_workers: str) -> None:

@@ -4,69 +4,32 @@ database login pointing at a port nothing listens on."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from control_plane.problems import RETRY_AFTER_BASE_SECONDS
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port, start_server
 
 
 @pytest.fixture(scope="module")
 def database_down(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _port()
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(
-        DATABASE_URL=database_url,
-        CONTROL_PLANE_API_DATABASE_URL=f"postgresql://control_plane_api@127.0.0.1:{_port()}/x",
-        HOST="127.0.0.1",
-        PORT=str(port),
-        WEB_CONCURRENCY="1",
+    """The app with its API login pointed at a port nothing listens on: every call is a 503."""
+    server = start_server(
+        database_url,
+        None,
+        tmp_path_factory.mktemp("database-down"),
+        "server",
+        {
+            "CONTROL_PLANE_API_DATABASE_URL": f"postgresql://control_plane_api@127.0.0.1:{free_port()}/x"
+        },
     )
-    log = tmp_path_factory.mktemp("database-down") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "control_plane.serve"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield base
+        yield server.base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def test_every_503_has_a_jittered_retry_after(database_down: str) -> None:
