@@ -105,6 +105,7 @@ def test_cli_drives_every_admin_operation(server: str, admin_token: str) -> None
     )
     lines = [json.loads(line) for line in watched.stdout.splitlines()]
     assert watched.returncode == 0, watched.stderr
+    assert "error occurred" not in watched.stderr, watched.stderr  # the stream closed cleanly
     assert lines[-1]["kind"] == "attached" and lines[-1]["nodeId"] == node
 
     assert run("revoke", sid, node, "--reason", "lost laptop").returncode == 0

@@ -21,6 +21,7 @@ Shell completion: `cpctl --install-completion`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -382,14 +383,15 @@ def watch(
 
     async def follow(client: ControlPlaneClient) -> None:
         seen = 0
-        async for item in client.watch(session_id, after=after):
-            if isinstance(item, Resync):
-                _print_resync(item, as_json)
-                continue
-            _print_event(item, as_json)
-            seen += 1
-            if count is not None and seen >= count:
-                return
+        async with contextlib.aclosing(client.watch(session_id, after=after)) as items:
+            async for item in items:
+                if isinstance(item, Resync):
+                    _print_resync(item, as_json)
+                    continue
+                _print_event(item, as_json)
+                seen += 1
+                if count is not None and seen >= count:
+                    return
 
     try:
         _run(follow)

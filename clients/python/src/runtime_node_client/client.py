@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -253,10 +253,11 @@ class ControlPlaneClient:
 
     def watch(
         self, session_id: UUID | str, *, after: int | None = None
-    ) -> AsyncIterator[Event | feed.Resync]:
+    ) -> AsyncGenerator[Event | feed.Resync, None]:
         """Follow the session's events forever (Server-Sent Events), resuming after
         reconnects with `Last-Event-ID`. Without `after` it lists the roster first and yields a
-        `Resync` with it; it yields a `Resync` again whenever the cursor expired (410)."""
+        `Resync` with it; it yields a `Resync` again whenever the cursor expired (410). To stop
+        early, iterate it inside `contextlib.aclosing(...)` so its HTTP stream closes then."""
         return feed.watch(self, str(session_id), after=after)
 
     # --- admin (admin token) -------------------------------------------------------------------

@@ -10,8 +10,9 @@ it re-lists the roster and yields a `Resync` before following again from its rev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ class Resync:
 
 async def watch(
     client: ControlPlaneClient, session_id: str, *, after: int | None
-) -> AsyncIterator[Event | Resync]:
+) -> AsyncGenerator[Event | Resync, None]:
     cursor = after
     if cursor is None:  # list, then follow from the listed revision
         roster = await client.roster(session_id)
@@ -52,10 +53,12 @@ async def watch(
     failures = 0
     while True:
         try:
-            async for event in _stream(client, session_id, cursor):
-                failures = 0
-                cursor = event.id
-                yield event
+            # aclosing: a consumer that stops early closes the HTTP stream here, not at exit.
+            async with contextlib.aclosing(_stream(client, session_id, cursor)) as stream:
+                async for event in stream:
+                    failures = 0
+                    cursor = event.id
+                    yield event
             failures = 0  # the server ended the stream cleanly (e.g. a deploy): reconnect
         except CursorExpired:
             roster = await client.roster(session_id)
@@ -71,7 +74,7 @@ async def watch(
 
 async def _stream(
     client: ControlPlaneClient, session_id: str, cursor: int | None
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     headers = {"Accept": "text/event-stream"}
     if cursor is not None:
         headers["Last-Event-ID"] = str(cursor)
