@@ -94,9 +94,7 @@ def _query(request: Req) -> tuple[int | None, int, float]:
     after = _integer(request, "after")
     limit = _integer(request, "limit")
     if limit is None:
-        limit = DEFAULT_LIMIT
-    elif not 1 <= limit <= MAX_LIMIT:
-        raise DomainError(errors.INVALID, f"limit must be between 1 and {MAX_LIMIT}")
+        limit = DEFAULT_LIMIT  # its range is checked in SQL (page_limit), with every other list
     raw_wait = request.query_params.get("wait")
     wait = 0.0
     if raw_wait is not None:

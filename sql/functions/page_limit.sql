@@ -1,4 +1,4 @@
--- The page size rule of every admin list (contract §11), written once.
+-- The page size rule of every list (admin lists, contract §11; the change feed, §9), written once.
 CREATE OR REPLACE FUNCTION control_plane.page_limit(p_limit integer)
     RETURNS integer
     LANGUAGE plpgsql
@@ -16,5 +16,6 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.page_limit(integer) IS
-    'Internal: the page size of an admin list: NULL → 100 (the default), 1..1000 as given, '
+    'Internal: the page size of every list (admin lists; the feed, which refuses NULL first): '
+    'NULL → 100 (the default), 1..1000 as given, '
     'anything else → CP400 (request.invalid). Not granted to any role.';

@@ -203,16 +203,20 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_check_page(p_after 
     SET search_path = control_plane, pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'limit must be between 1 and 1000' USING ERRCODE = 'CP400';
+    -- A feed page size is always explicit (the HTTP tier sends its default); its range is
+    -- page_limit's, the one rule every list shares.
+    IF p_limit IS NULL THEN
+        RAISE EXCEPTION 'limit must be an integer from 1 to 1000' USING ERRCODE = 'CP400';
     END IF;
+    PERFORM page_limit(p_limit);
     IF p_after < 0 THEN
         RAISE EXCEPTION 'after must not be negative' USING ERRCODE = 'CP400';
     END IF;
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_events_check_page(bigint, integer) IS
-    'Internal: CP400 unless 1 <= p_limit <= 1000 and p_after is NULL or >= 0.';
+    'Internal: CP400 unless p_limit is given and within page_limit''s range (1..1000) and '
+    'p_after is NULL or >= 0.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_events_check_page(bigint, integer) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_read(
