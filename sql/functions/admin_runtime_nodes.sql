@@ -27,7 +27,7 @@ GRANT EXECUTE ON FUNCTION control_plane.admin_revoke_runtime_node(uuid, text, te
     TO control_plane_admin;
 
 CREATE OR REPLACE FUNCTION control_plane.admin_session_roster(p_session_id uuid)
-    RETURNS jsonb
+    RETURNS text
     LANGUAGE plpgsql
     STABLE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
@@ -37,11 +37,12 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'session not found' USING ERRCODE = 'CPN04';
     END IF;
-    RETURN runtime_node_roster_of(p_session_id)::jsonb;  -- the shared body is built as json
+    RETURN runtime_node_roster_of(p_session_id);
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.admin_session_roster(uuid) IS
-    'Admin: the roster of any session (contract §11), the same body as runtime_node_roster: '
-    '{nodes: [...]} — every attachment in all five states, ordered by attached_at, node_id. '
+    'Admin: the roster of any session (contract §11), the same JSON document (text) as '
+    'runtime_node_roster: {revision, nodes: [...]} — every attachment in all five states, '
+    'ordered by attached_at, node_id. '
     'Unknown session → CPN04 (not_found). Writes nothing, takes no lock.';
 GRANT EXECUTE ON FUNCTION control_plane.admin_session_roster(uuid) TO control_plane_admin;

@@ -2,17 +2,19 @@
 -- The roster itself is runtime_node_roster_of; runtime_node_roster (a member's token, the API
 -- role) and admin_session_roster (the admin role, contract §11) decide who may read it.
 --
--- Shaped for cost (docs/performance.md, "Roster"; ~0.4 ms of server CPU for 100 nodes): the
--- floor is read once, and the read-only verdict is the inlined version_below_floor expression
--- (no function call per row); presence is one primary-key probe per slot (LATERAL … LIMIT 1:
--- never a hash of the whole presence table); the "active elsewhere?" probe runs only for
--- inactive slots; and the result is json built in one pass (json_agg over the row), not jsonb,
--- whose per-row trees and re-serialization cost more than the query itself.
+-- Shaped for cost (docs/performance.md, "Roster"): each attachment's stored fields are already
+-- rendered (roster_entry, kept by a trigger when the row is written: migration 0010), so a read
+-- appends only what it derives — presence health and the read-only verdict — and joins the
+-- entries as text. The floor is read once and the verdict is the inlined version_below_floor
+-- expression; presence is one primary-key probe per slot (LATERAL … LIMIT 1: never a hash of
+-- the whole presence table); the "active elsewhere?" probe runs only for inactive slots. The
+-- result is text, not json: json's input check would re-parse the whole document.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster_of(p_session_id uuid)
-    RETURNS json
+    RETURNS text
     LANGUAGE plpgsql
     STABLE
     SET search_path = control_plane, pg_catalog, pg_temp
+    SET timezone = 'UTC'  -- like the stored entries: one rendering whoever reads
 AS $fn$
 DECLARE
     v_floor client_version;
@@ -20,43 +22,42 @@ BEGIN
     SELECT s.min_client_version INTO v_floor FROM sessions s WHERE s.id = p_session_id;
     -- revision: read in the same snapshot as the nodes (a STABLE function's statements share
     -- the calling query's snapshot), so the list includes exactly the events up to it.
-    RETURN json_build_object('revision', runtime_node_events_revision(), 'nodes', coalesce((
-        SELECT json_agg(r ORDER BY r."attachedAt", r."nodeId")
-          FROM (SELECT a.id AS "attachmentId",
-                       a.node_id AS "nodeId",
-                       a.participant_id AS "participantId",
-                       a.state,
-                       CASE WHEN v.visible THEN p.health_state END AS "healthState",
-                       CASE WHEN v.visible THEN p.last_heartbeat_at END AS "lastHeartbeatAt",
-                       version_below_floor(a.client_version, v_floor) AS "readOnly",
-                       a.capabilities,
-                       a.client_version AS "clientVersion",
-                       a.attached_at AS "attachedAt"
-                  FROM runtime_node_attachments a
-                  LEFT JOIN LATERAL (SELECT pp.health_state, pp.last_heartbeat_at
-                                       FROM runtime_node_presence pp
-                                      WHERE pp.node_id = a.node_id
-                                      LIMIT 1) p ON true
-                  -- Presence is per node. An inactive slot shows it only while the node is
-                  -- active nowhere, so one session's roster never reveals the node's life in
-                  -- another session.
-                  CROSS JOIN LATERAL (
-                        SELECT slot_is_active(a.state)
-                               OR NOT EXISTS (SELECT 1 FROM runtime_node_attachments o
-                                               WHERE o.node_id = a.node_id
-                                                 AND slot_is_active(o.state)) AS visible) v
-                 WHERE a.session_id = p_session_id) r), '[]'::json));
+    RETURN '{"revision":' || runtime_node_events_revision() || ',"nodes":[' || coalesce((
+        SELECT string_agg(a.roster_entry
+                   -- Presence is per node. An inactive slot shows it only while the node is
+                   -- active nowhere, so one session's roster never reveals the node's life in
+                   -- another session.
+                   || CASE WHEN p.health_state IS NOT NULL
+                            AND (slot_is_active(a.state)
+                                 OR NOT EXISTS (SELECT 1 FROM runtime_node_attachments o
+                                                 WHERE o.node_id = a.node_id
+                                                   AND slot_is_active(o.state)))
+                           THEN ',"healthState":' || to_json(p.health_state)
+                                || ',"lastHeartbeatAt":' || to_json(p.last_heartbeat_at)
+                           ELSE ',"healthState":null,"lastHeartbeatAt":null'
+                      END
+                   || CASE WHEN version_below_floor(a.client_version, v_floor)
+                           THEN ',"readOnly":true}' ELSE ',"readOnly":false}'
+                      END,
+                   ',' ORDER BY a.attached_at, a.node_id)
+          FROM runtime_node_attachments a
+          LEFT JOIN LATERAL (SELECT pp.health_state, pp.last_heartbeat_at
+                               FROM runtime_node_presence pp
+                              WHERE pp.node_id = a.node_id
+                              LIMIT 1) p ON true
+         WHERE a.session_id = p_session_id), '') || ']}';
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_roster_of(uuid) IS
     'Internal: the roster of a session (contract §6.6, §9), for callers that already decided the '
-    'caller may read it: json {revision, nodes: [{attachmentId, nodeId, participantId, state, '
-    'healthState, lastHeartbeatAt, readOnly, capabilities, clientVersion, attachedAt}]} — every '
-    'attachment in all five states, ordered by attached_at, node_id; revision read in the same '
-    'snapshot. json, not jsonb: cheaper to build, keys in this order. Not granted to any role.';
+    'caller may read it: a JSON document (text) {revision, nodes: [{attachmentId, nodeId, '
+    'participantId, state, capabilities, clientVersion, attachedAt, healthState, '
+    'lastHeartbeatAt, readOnly}]} — every attachment in all five states, ordered by attached_at, '
+    'node_id; timestamps in UTC; revision read in the same snapshot. Text, not json: json''s '
+    'input check would re-parse the document. Not granted to any role.';
 
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster(p_token_sha256 bytea, p_session_id uuid)
-    RETURNS json
+    RETURNS text
     LANGUAGE plpgsql
     STABLE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
@@ -74,8 +75,9 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS
-    'Roster (contract §6.6, §9): json {revision, nodes: [{attachmentId, nodeId, participantId, '
-    'state, healthState, lastHeartbeatAt, readOnly, capabilities, clientVersion, attachedAt}]}. '
+    'Roster (contract §6.6, §9): a JSON document (text) {revision, nodes: [{attachmentId, '
+    'nodeId, participantId, state, capabilities, clientVersion, attachedAt, healthState, '
+    'lastHeartbeatAt, readOnly}]}, timestamps in UTC. '
     'revision is the event id up to which the listed state includes every event, read in the '
     'same snapshot (list, then follow the feed after revision: nothing missed or applied twice). '
     'nodes is every attachment of the session in all five states, ordered by attached_at, '
@@ -83,7 +85,7 @@ COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS
     'an unknown session); unknown token → CP401. readOnly is derived against the session''s '
     'current floor. healthState and lastHeartbeatAt are null when the node never beat; for an '
     'offline or revoked slot they are shown only while the node is active in no session '
-    '(presence is per node). Writes nothing, takes no lock. Returns json (not jsonb): cheaper '
-    'to build, keys in this order.';
+    '(presence is per node). Writes nothing, takes no lock. Returns text, not json: json''s '
+    'input check would re-parse the whole document (cast it, ::json or ::jsonb, to query it).';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) TO control_plane_api;

@@ -244,11 +244,11 @@ SELECT admin_issue_token((SELECT id FROM fx_p WHERE n = 1)) ->> 'token' AS owner
 SELECT runtime_node_attach(sha256(convert_to(:'owner_token', 'UTF8')), :'s1',
                            (SELECT id FROM fx_p WHERE n = 1),
                            'reads-' || md5(random()::text), '2.0', '{"cpu": 1}') \g /dev/null
-SELECT is(admin_session_roster(:'s1'),
+SELECT is(admin_session_roster(:'s1')::jsonb,
           runtime_node_roster(sha256(convert_to(:'owner_token', 'UTF8')), :'s1')::jsonb,
           'the admin roster is the members'' roster (readOnly below the floor included)');
-SELECT is(jsonb_array_length(admin_session_roster(:'s1') -> 'nodes'), 1, 'with the node');
-SELECT is(admin_session_roster((SELECT id FROM fx_s WHERE n = 2)) -> 'nodes', '[]'::jsonb,
+SELECT is(jsonb_array_length(admin_session_roster(:'s1')::jsonb -> 'nodes'), 1, 'with the node');
+SELECT is(admin_session_roster((SELECT id FROM fx_s WHERE n = 2))::jsonb -> 'nodes', '[]'::jsonb,
           'a session without nodes: an empty roster');
 SELECT throws_ok(format('SELECT control_plane.admin_session_roster(%L)', gen_random_uuid()),
                  'CPN04', 'session not found', 'the admin may know a session does not exist → CPN04');

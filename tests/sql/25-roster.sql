@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(26);
+SELECT plan(31);
 
 DO $$
 BEGIN
@@ -127,6 +127,35 @@ SELECT throws_ok(format($$SELECT control_plane.runtime_node_roster(%L, %L)$$, pg
 SELECT throws_ok(format($$SELECT control_plane.runtime_node_roster(%L, %L)$$,
                         sha256('nobody'::bytea), pg_temp.s('s1')), 'CP401', NULL, '401: unknown token');
 SELECT is(pg_temp.fp(), :'fp_before', 'reading the roster wrote nothing');
+
+-- The stored rendering (roster_entry, kept by a trigger) -------------------------------------------
+-- A DBA's direct UPDATE re-renders the entry like a function's write does.
+UPDATE runtime_node_attachments SET capabilities = '{"k": "by hand"}'
+ WHERE node_id = pg_temp.n('e-reg');
+SELECT is((SELECT e -> 'capabilities' FROM jsonb_array_elements(
+             control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb -> 'nodes') e
+            WHERE e ->> 'nodeId' = pg_temp.n('e-reg')),
+          '{"k": "by hand"}'::jsonb, 'an UPDATE outside the API shows in the next roster');
+-- Node ids may hold quotes and backslashes: escaped, the document stays valid JSON.
+INSERT INTO runtime_node_attachments (session_id, participant_id, node_id, client_version, state)
+VALUES (pg_temp.s('empty'), pg_temp.p('vic'), 'say "hi" \ bye', '1.0', 'offline');
+SELECT is(control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('empty'))::jsonb
+            #>> '{nodes,0,nodeId}',
+          'say "hi" \ bye', 'a node id with quotes and a backslash round-trips');
+-- One rendering of time whoever reads: UTC, stored fields and read-time fields alike.
+SET LOCAL timezone = 'Asia/Kolkata';
+CREATE TEMP TABLE tz AS
+SELECT e FROM jsonb_array_elements(
+    control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb -> 'nodes') e
+ WHERE e ->> 'nodeId' = pg_temp.n('f-onl');
+SELECT ok((SELECT (e ->> 'attachedAt') LIKE '%+00:00' AND (e ->> 'lastHeartbeatAt') LIKE '%+00:00' FROM tz),
+          'timestamps are rendered in UTC under another session TimeZone');
+SELECT is((SELECT (e ->> 'attachedAt')::timestamptz FROM tz),
+          (SELECT attached_at FROM runtime_node_attachments WHERE node_id = pg_temp.n('f-onl')),
+          'attachedAt is the stored instant');
+SELECT is((SELECT (e ->> 'lastHeartbeatAt')::timestamptz FROM tz),
+          (SELECT last_heartbeat_at FROM runtime_node_presence WHERE node_id = pg_temp.n('f-onl')),
+          'lastHeartbeatAt is the stored instant');
 
 SELECT * FROM finish();
 ROLLBACK;
