@@ -19,7 +19,10 @@ own here). Phases:
    commit-to-client latency (arrival minus the event's `at`, the writing transaction's time on
    the database clock, same machine) and every event id it got; afterwards each follower's ids
    are compared with the table after a drain of at most 30 s (missed / duplicated must be 0).
-App RSS (every process of the app) is sampled during the active phase.
+App RSS (every process of the app) is sampled during the active phase. The server's own view of
+the same phase is reported too: its delivery-lag histogram (commit → read of a woken follower)
+read from /metrics before and after, since on a shared machine the followers' process adds its
+own scheduling delay to what it measures (it runs on uvloop to keep that small).
 """
 
 from __future__ import annotations
@@ -111,13 +114,16 @@ class Follower:
     after: int
     ids: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    by_event: dict[str, list[float]] = field(default_factory=dict)  # "kind/actor" → latencies
     errors: int = 0
     ready: bool = False
 
     def record(self, event: dict[str, object], now: float) -> None:
         self.ids.append(int(event["id"]))  # type: ignore[call-overload]
         at = dt.datetime.fromisoformat(str(event["at"])).timestamp()
-        self.latencies_ms.append((now - at) * 1000)
+        latency = (now - at) * 1000
+        self.latencies_ms.append(latency)
+        self.by_event.setdefault(f"{event['kind']}/{event['actor']}", []).append(latency)
 
     @property
     def path(self) -> str:
@@ -318,6 +324,35 @@ async def settle(db: psycopg.Connection, node_ids: list[str]) -> None:
     await asyncio.sleep(6)  # a sweep that was under way when we wrote has committed
 
 
+async def delivery_lag_buckets(host: str, port: int) -> dict[float, float]:
+    """The server's own view: control_plane_feed_delivery_lag_seconds (a histogram of commit →
+    read for woken followers, every worker) as {upper bound in s: cumulative count}."""
+    conn = Conn(host, port)
+    try:
+        _, body = await conn.request("GET", "/metrics", {})
+    finally:
+        conn.close()
+    buckets: dict[float, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("control_plane_feed_delivery_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def bucket_quantile(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> float | None:
+    """The upper bound (ms) of the bucket holding quantile q of the observations in between."""
+    counts = sorted((b, after[b] - before.get(b, 0.0)) for b in after)
+    if not counts or counts[-1][1] <= 0:
+        return None
+    for bound, cumulative in counts:
+        if cumulative >= q * counts[-1][1]:
+            return bound * 1000
+    return None
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -394,6 +429,7 @@ async def measure(
     result["followers_ready"] = sum(f.ready for f in followers)
 
     produce_stop = asyncio.Event()
+    lag_before = await delivery_lag_buckets(host, port)
     producer = asyncio.create_task(produce(host, port, nodes, database_url, produce_stop))  # type: ignore[arg-type]
     rss: list[float] = []
     begun = time.monotonic()
@@ -418,6 +454,16 @@ async def measure(
     ):
         await asyncio.sleep(0.5)
     result["drain_s"] = round(DRAIN_S - max(0.0, drain_until - time.monotonic()), 1)
+    lag_after = await delivery_lag_buckets(host, port)
+    result["server_delivery_lag_ms"] = {
+        "p50_at_most": bucket_quantile(lag_before, lag_after, 0.5),
+        "p99_at_most": bucket_quantile(lag_before, lag_after, 0.99),
+        "within_200ms": round(
+            (lag_after.get(0.2, 0) - lag_before.get(0.2, 0))
+            / max(1.0, lag_after.get(float("inf"), 0) - lag_before.get(float("inf"), 0)),
+            4,
+        ),
+    }
     stop.set()
     for t in tasks:
         t.cancel()
@@ -451,6 +497,11 @@ async def measure(
                 for k in ("sse", "poll")
                 if (v := [x for f in followers if f.kind == k for x in f.latencies_ms])
             },
+            "latency_ms_by_event": {
+                k: {"n": len(v), "p50": pct(v, 0.5), "p99": pct(v, 0.99)}
+                for k in sorted({k for f in followers for k in f.by_event})
+                if (v := [x for f in followers for x in f.by_event.get(k, [])])
+            },
             "missed": missed,
             "duplicated": dup,
             "follower_errors": sum(f.errors for f in followers),
@@ -465,4 +516,8 @@ async def measure(
 
 
 if __name__ == "__main__":
+    with contextlib.suppress(ImportError):  # a faster loop: less of the measured lag is ours
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(main())

@@ -31,6 +31,7 @@ CREATE OR REPLACE FUNCTION control_plane.admin_session_roster(p_session_id uuid)
     LANGUAGE plpgsql
     STABLE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
 AS $fn$
 BEGIN
     PERFORM 1 FROM sessions WHERE id = p_session_id;

@@ -5,6 +5,7 @@ CREATE OR REPLACE FUNCTION control_plane.caller_participant(p_token_sha256 bytea
     LANGUAGE plpgsql
     STABLE
     SET search_path = control_plane, pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
 AS $fn$
 DECLARE
     v_participant uuid;

@@ -144,15 +144,17 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_page(
     p_after bigint,
     p_limit integer
 )
-    RETURNS jsonb
+    RETURNS text
     LANGUAGE plpgsql
     STABLE
     SET search_path = control_plane, pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
 AS $fn$
 DECLARE
     v_purged bigint;
-    v_events jsonb;
+    v_events text;
     v_count bigint;
+    v_rendered bigint;
     v_last bigint;
 BEGIN
     SELECT r.purged_through INTO v_purged FROM runtime_node_event_retention r;
@@ -160,40 +162,38 @@ BEGIN
         RAISE EXCEPTION 'the cursor is older than the retention horizon: re-read the roster'
             USING ERRCODE = 'CPG10';
     END IF;
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'id', e.id,
-               'at', e.at,
-               'sessionId', e.session_id,
-               'nodeId', e.node_id,
-               'attachmentId', e.attachment_id,
-               'kind', e.kind,
-               'state', e.state,
-               'previousState', e.previous_state,
-               'healthState', e.health_state,
-               'previousHealthState', e.previous_health_state,
-               'actor', e.actor,
-               'actorParticipantId', e.actor_participant_id,
-               'reason', e.reason,
-               'capabilities', e.capabilities) ORDER BY e.id), '[]'::jsonb),
-           count(*), max(e.id)
-      INTO v_events, v_count, v_last
-      FROM (SELECT * FROM runtime_node_events e
+    -- Each event's JSON was rendered when it was written (body; migration 0011): a page only
+    -- joins them.
+    SELECT string_agg(e.body, ',' ORDER BY e.id), count(*), count(e.body), max(e.id)
+      INTO v_events, v_count, v_rendered, v_last
+      FROM (SELECT e.id, e.body FROM runtime_node_events e
              WHERE e.session_id = p_session_id AND e.id > coalesce(p_after, 0)
              ORDER BY e.id
              LIMIT p_limit) e;
+    IF v_rendered < v_count THEN
+        -- Rows written before migration 0011 have no body: rendered here. A separate statement,
+        -- so the usual read never plans the renderer.
+        SELECT string_agg(coalesce(e.body, runtime_node_event_json(e)), ',' ORDER BY e.id)
+          INTO v_events
+          FROM (SELECT * FROM runtime_node_events e
+                 WHERE e.session_id = p_session_id AND e.id > coalesce(p_after, 0)
+                 ORDER BY e.id
+                 LIMIT p_limit) e;
+    END IF;
     -- A short page means nothing else of this session is visible up to the snapshot's revision,
     -- and nothing can still commit below it: the cursor may jump there (fewer 410s for quiet
     -- sessions, whose cursor would otherwise fall behind the purge horizon).
-    RETURN jsonb_build_object(
-        'events', v_events,
-        'next', CASE WHEN v_count = p_limit THEN v_last
-                     ELSE greatest(coalesce(p_after, 0), v_last, runtime_node_events_revision())
-                END);
+    RETURN '{"events":[' || coalesce(v_events, '') || '],"next":'
+        || CASE WHEN v_count = p_limit THEN v_last
+                ELSE greatest(coalesce(p_after, 0), v_last, runtime_node_events_revision())
+           END
+        || '}';
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_events_page(uuid, bigint, integer) IS
     'Internal: one page of a session''s events after p_after (NULL: from the oldest retained), '
-    'in id order, as {events, next}; p_after below the purge horizon → CPG10. Callers authorize.';
+    'in id order, as a JSON document (text) {events, next}; p_after below the purge horizon → '
+    'CPG10. Callers authorize.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_events_page(uuid, bigint, integer) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_check_page(p_after bigint, p_limit integer)
@@ -225,10 +225,11 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_read(
     p_after bigint,
     p_limit integer
 )
-    RETURNS jsonb
+    RETURNS text
     LANGUAGE plpgsql
     STABLE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
 AS $fn$
 DECLARE
     v_caller uuid;
@@ -244,7 +245,8 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION control_plane.runtime_node_events_read(bytea, uuid, bigint, integer) IS
-    'Change feed of a session (contract §9): {events: [{id, at, sessionId, nodeId, attachmentId, '
+    'Change feed of a session (contract §9), a JSON document (text; cast it ::jsonb to query it): '
+    '{events: [{id, at, sessionId, nodeId, attachmentId, '
     'kind, state, previousState, healthState, previousHealthState, actor, actorParticipantId, '
     'reason, capabilities}], next}, at most p_limit events with id > p_after in id order '
     '(p_after NULL: from the oldest retained event); pass next as p_after next time. Order: '
@@ -264,10 +266,11 @@ CREATE OR REPLACE FUNCTION control_plane.admin_session_events(
     p_after bigint,
     p_limit integer
 )
-    RETURNS jsonb
+    RETURNS text
     LANGUAGE plpgsql
     STABLE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
 AS $fn$
 BEGIN
     PERFORM runtime_node_events_check_page(p_after, p_limit);  -- CP400

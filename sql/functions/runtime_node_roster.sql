@@ -14,7 +14,7 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster_of(p_session_id uui
     LANGUAGE plpgsql
     STABLE
     SET search_path = control_plane, pg_catalog, pg_temp
-    SET timezone = 'UTC'  -- like the stored entries: one rendering whoever reads
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
 AS $fn$
 DECLARE
     v_floor client_version;
@@ -33,7 +33,7 @@ BEGIN
                                                  WHERE o.node_id = a.node_id
                                                    AND slot_is_active(o.state)))
                            THEN ',"healthState":' || to_json(p.health_state)
-                                || ',"lastHeartbeatAt":' || to_json(p.last_heartbeat_at)
+                                || ',"lastHeartbeatAt":' || json_timestamp_utc(p.last_heartbeat_at)
                            ELSE ',"healthState":null,"lastHeartbeatAt":null'
                       END
                    || CASE WHEN version_below_floor(a.client_version, v_floor)
@@ -61,6 +61,7 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster(p_token_sha256 byte
     LANGUAGE plpgsql
     STABLE SECURITY DEFINER
     SET search_path = control_plane, pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
 AS $fn$
 DECLARE
     v_caller uuid;

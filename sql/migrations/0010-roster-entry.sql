@@ -13,12 +13,28 @@
 
 SET ROLE control_plane_owner;
 
+-- Stored renderings must not depend on the TimeZone of whoever wrote the row, and a SET
+-- timezone clause would cost a configuration change per call and stop inlining: the instant
+-- is rendered in UTC explicitly (to_json of the UTC wall time, the offset appended), the exact
+-- text to_json(timestamptz) gives under TimeZone UTC.
+CREATE FUNCTION control_plane.json_timestamp_utc(p_at timestamptz)
+    RETURNS text
+    LANGUAGE sql
+    -- STABLE, not IMMUTABLE: to_json is STABLE, and an IMMUTABLE function calling a STABLE one
+    -- is never inlined. (Its result does not depend on any setting.)
+    STABLE PARALLEL SAFE
+RETURN pg_catalog.left(pg_catalog.to_json(pg_catalog.timezone('UTC', p_at))::pg_catalog.text, -1)
+       OPERATOR(pg_catalog.||) '+00:00"';
+COMMENT ON FUNCTION control_plane.json_timestamp_utc(timestamptz) IS
+    'Internal: a timestamptz as a JSON string in UTC ("2026-12-02T00:55:30.06461+00:00"), '
+    'whatever the session TimeZone; NULL for NULL. A SQL-standard body without SET, so the '
+    'planner inlines it.';
+REVOKE ALL ON FUNCTION control_plane.json_timestamp_utc(timestamptz) FROM PUBLIC;
+
 CREATE FUNCTION control_plane.runtime_node_attachments_roster_entry()
     RETURNS trigger
     LANGUAGE plpgsql
-    -- UTC: a stored rendering must not depend on the TimeZone of whoever wrote the row.
     SET search_path = control_plane, pg_catalog, pg_temp
-    SET timezone = 'UTC'
 AS $fn$
 BEGIN
     -- An object without its closing brace: the roster appends the fields it derives at read
@@ -29,7 +45,7 @@ BEGIN
         || ',"state":' || to_json(NEW.state)
         || ',"capabilities":' || NEW.capabilities::text
         || ',"clientVersion":' || to_json(NEW.client_version::text)
-        || ',"attachedAt":' || to_json(NEW.attached_at);
+        || ',"attachedAt":' || json_timestamp_utc(NEW.attached_at);
     RETURN NEW;
 END
 $fn$;

@@ -50,7 +50,7 @@ def read_page(
     conn: psycopg.Connection, who: Who, session_id: str, after: int | None, limit: int = 100
 ) -> dict[str, Any]:
     row = conn.execute(
-        "SELECT control_plane.runtime_node_events_read(%s, %s, %s, %s)",
+        "SELECT control_plane.runtime_node_events_read(%s, %s, %s, %s)::jsonb",
         (who.digest, session_id, after, limit),
     ).fetchone()
     assert row is not None
@@ -59,7 +59,8 @@ def read_page(
 
 def revision(conn: psycopg.Connection, who: Who, session_id: str) -> int:
     row = conn.execute(
-        "SELECT control_plane.runtime_node_roster(%s, %s) ->> 'revision'", (who.digest, session_id)
+        "SELECT control_plane.runtime_node_roster(%s, %s)::json ->> 'revision'",
+        (who.digest, session_id),
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -25,8 +25,8 @@ INSERT INTO api_functions VALUES
     ('runtime_node_detach', ARRAY['bytea', 'text', 'text'], 'void'),
     ('runtime_node_roster', ARRAY['bytea', 'uuid'], 'text'),
     ('runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'text'], 'void'),
-    ('runtime_node_events_read', ARRAY['bytea', 'uuid', 'bigint', 'integer'], 'jsonb'),
-    ('admin_session_events', ARRAY['uuid', 'bigint', 'integer'], 'jsonb'),
+    ('runtime_node_events_read', ARRAY['bytea', 'uuid', 'bigint', 'integer'], 'text'),
+    ('admin_session_events', ARRAY['uuid', 'bigint', 'integer'], 'text'),
     ('admin_revoke_runtime_node', ARRAY['uuid', 'text', 'text'], 'void'),
     ('admin_session_roster', ARRAY['uuid'], 'text'),
     ('admin_list_participants', ARRAY['integer', 'uuid'], 'jsonb'),
@@ -70,7 +70,9 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'control_plane'::regnamespace AND p.prosqlbody IS NOT NULL
                    AND p.proconfig IS NULL
                  ORDER BY 1),
-          ARRAY['control_plane.slot_is_active(text)',
+          ARRAY['control_plane.json_timestamp_utc(timestamp with time zone)',
+                'control_plane.runtime_node_event_json(control_plane.runtime_node_events)',
+                'control_plane.slot_is_active(text)',
                 'control_plane.version_below_floor(text,text)',
                 'control_plane.version_compare(text,text)'],
           'only the inlinable helpers rely on a SQL-standard body instead of a SET');

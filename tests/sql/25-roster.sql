@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(31);
+SELECT plan(33);
 
 DO $$
 BEGIN
@@ -156,6 +156,13 @@ SELECT is((SELECT (e ->> 'attachedAt')::timestamptz FROM tz),
 SELECT is((SELECT (e ->> 'lastHeartbeatAt')::timestamptz FROM tz),
           (SELECT last_heartbeat_at FROM runtime_node_presence WHERE node_id = pg_temp.n('f-onl')),
           'lastHeartbeatAt is the stored instant');
+SELECT is(json_timestamp_utc(NULL), NULL, 'json_timestamp_utc: NULL stays NULL');
+SET LOCAL timezone = 'UTC';
+SELECT is(ARRAY(SELECT json_timestamp_utc(t) FROM unnest(ARRAY[now(), '2026-01-01 00:00:00+00',
+                  '1999-12-31 23:59:59.999999-05', '2030-06-30 12:00:00.5+14']::timestamptz[]) t),
+          ARRAY(SELECT to_json(t)::text FROM unnest(ARRAY[now(), '2026-01-01 00:00:00+00',
+                  '1999-12-31 23:59:59.999999-05', '2030-06-30 12:00:00.5+14']::timestamptz[]) t),
+          'json_timestamp_utc is exactly to_json(timestamptz) under TimeZone UTC');
 
 SELECT * FROM finish();
 ROLLBACK;
