@@ -2,7 +2,9 @@
 the fleet beats.
 
 Shortened timings (heartbeat 2 s, degraded 6 s, offline 12 s). DRILLS_NOISY_NODES (500) nodes
-beat every 2 s ± 0.3 s over persistent connections. After one beat cycle of warm-up, ROUNDS
+beat every 2 s ± 0.3 s over persistent connections. After two beat cycles of warm-up (in which
+the neighbour's routes are used a few times too: the first call on each pooled connection
+compiles and plans its functions, a cold start and not load), ROUNDS
 rounds alternate PHASE_S seconds of quiet (the unloaded heartbeat latency) and PHASE_S seconds
 of flood, in which one participant's token sends rosters of a 100-node session and attaches of
 its own node, each at 10 × the server's per-token limit (RATE_LIMIT_READS_PER_S /
@@ -37,6 +39,7 @@ INTERVAL, JITTER = 2.0, 0.3
 LIMIT_PER_S = 10.0  # the server's default RATE_LIMIT_READS_PER_S and RATE_LIMIT_WRITES_PER_S
 BURST_S = 3.0  # its RATE_LIMIT_BURST_S
 FLOOD_FACTOR = 10
+WARMUP_REQUESTS = 16  # per kind, before the first round (within the rate limit's burst)
 # What the neighbour floods (diagnosis: one kind at a time).
 KINDS = tuple(os.environ.get("DRILLS_NOISY_KINDS", "roster,attach").split(","))
 
@@ -67,7 +70,11 @@ async def _run(
     stats = fleet.BeatStats()
     pool = rawhttp.RawPool("127.0.0.1", port, connections=max(32, NODES // 20))
     t0 = time.monotonic()
-    t_start = t0 + INTERVAL + JITTER  # one beat cycle to warm up
+    # Two beat cycles of warm-up, in which the neighbour also sends a few admitted rosters and
+    # attaches (WARMUP_REQUESTS): the first use of each route on each pooled connection compiles
+    # its PL/pgSQL and plans (a one-off ~0.15 s stall of the beats, measured), which is a cold
+    # start, not the flood's load.
+    t_start = t0 + 2 * (INTERVAL + JITTER)
     # (quiet start, flood start, flood end) per round
     rounds = [
         (
@@ -108,6 +115,11 @@ async def _run(
         for outcome in await flood:
             flood_rec.add(outcome)
 
+    if dump := os.environ.get("DRILLS_NOISY_DUMP"):  # diagnosis: op, sent (s), ms, status
+        with open(dump, "w") as out:
+            for o in (*beats_rec.outcomes, *flood_rec.outcomes):
+                at, ms = o.sent - t_start, 1000 * (o.done - o.sent)
+                out.write(f"{o.op}\t{at:.4f}\t{ms:.2f}\t{o.status}\n")
     quiet = [o.done - o.sent for q, f, _ in rounds for o in beats_rec.between(q, f) if o.ok]
     loaded = [o.done - o.sent for _, f, e in rounds for o in beats_rec.between(f, e) if o.ok]
     failed_beats = [o for o in beats_rec.outcomes if not o.ok]
@@ -170,6 +182,17 @@ def _flood_process(
     async def main() -> list[fleet.Outcome]:
         rec = fleet.Recorder()
         pool = rawhttp.RawPool("127.0.0.1", port, connections=32)
+        warm_until = rounds[0][0] - 0.5  # never inside a measured phase
+        if time.monotonic() < warm_until:
+            warm = fleet.Recorder()  # not the flood's: its outcomes are not counted
+            await asyncio.gather(
+                *(
+                    pool.send(warm, kind, noisy.node_id, _request(pool, noisy, kind))
+                    for kind in KINDS
+                    for _ in range(WARMUP_REQUESTS)
+                )
+            )
+        await asyncio.sleep(max(0.0, rounds[0][0] - time.monotonic()))
         await asyncio.gather(*(_flood(pool, rec, noisy, kind, until, flooding) for kind in KINDS))
         await pool.close()
         return rec.outcomes
@@ -187,21 +210,7 @@ async def _flood(
 ) -> None:
     """FLOOD_FACTOR × the limit, paced evenly, each request fired without waiting for the
     previous answer (a misbehaving client does not wait)."""
-    if kind == "roster":
-        request = pool.request("GET", f"/v1/sessions/{noisy.session_id}/runtime-nodes", noisy.token)
-    else:
-        request = pool.request(
-            "POST",
-            f"/v1/sessions/{noisy.session_id}/runtime-nodes",
-            noisy.token,
-            {
-                "participantId": noisy.participant_id,
-                "nodeId": noisy.node_id,
-                "clientVersion": "1.0",
-                "capabilities": {"noisy": True},
-                "healthState": "online",
-            },
-        )
+    request = _request(pool, noisy, kind)
     period = 1.0 / (FLOOD_FACTOR * LIMIT_PER_S)
     due = time.monotonic() + random.uniform(0, period)
     pending: set[asyncio.Task[fleet.Outcome]] = set()
@@ -218,6 +227,24 @@ async def _flood(
         task.add_done_callback(pending.discard)
         due += period
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _request(pool: rawhttp.RawPool, noisy: seed.Node, kind: str) -> bytes:
+    """The neighbour's request of `kind`: a roster of its session, or an attach of its node."""
+    if kind == "roster":
+        return pool.request("GET", f"/v1/sessions/{noisy.session_id}/runtime-nodes", noisy.token)
+    return pool.request(
+        "POST",
+        f"/v1/sessions/{noisy.session_id}/runtime-nodes",
+        noisy.token,
+        {
+            "participantId": noisy.participant_id,
+            "nodeId": noisy.node_id,
+            "clientVersion": "1.0",
+            "capabilities": {"noisy": True},
+            "healthState": "online",
+        },
+    )
 
 
 def _health(url: str, prefix: str) -> dict[str, int]:
