@@ -261,7 +261,7 @@ def xacts(db: psycopg.Connection) -> int:
     return int(row[0])
 
 
-FEED_FUNCTIONS = ("runtime_node_events_read", "admin_session_events")
+FEED_FUNCTIONS = ("runtime_node_events_read_v2", "admin_session_events_v2")
 
 
 def feed_calls(db: psycopg.Connection) -> int:

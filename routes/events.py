@@ -8,8 +8,8 @@
   re-checks the caller's authorization in SQL) at least every keep-alive interval (15 s); it
   ends when the caller may no longer read the session, or the cursor expired.
 
-Every read is one call of `runtime_node_events_read` (participant token) or
-`admin_session_events` (the admin token, contract §11): authorization, the 410 for an expired
+Every read is one call of `runtime_node_events_read_v2` (participant token) or
+`admin_session_events_v2` (the admin token, contract §11): authorization, the 410 for an expired
 cursor and the 400 for a bad limit are decided there.
 """
 
@@ -59,8 +59,8 @@ MAX_WAIT_SECONDS = 60.0
 _MAX_CURSOR = 2**63 - 1
 _INTEGER = re.compile(r"0|[1-9][0-9]{0,18}")
 _SECONDS = re.compile(r"(0|[1-9][0-9]?)(\.[0-9]{1,3})?")
-_PARTICIPANT_SQL = "SELECT control_plane.runtime_node_events_read($1, $2, $3, $4)"
-_ADMIN_SQL = "SELECT control_plane.admin_session_events($1, $2, $3)"
+_PARTICIPANT_SQL = "SELECT control_plane.runtime_node_events_read_v2($1, $2, $3, $4)"
+_ADMIN_SQL = "SELECT control_plane.admin_session_events_v2($1, $2, $3)"
 # Refusals that end an SSE stream (the caller lost access, or must re-read the roster).
 CURSOR_EXPIRED = errors.SQLSTATE_ERRORS["CPG10"]
 _STREAM_ENDING_SQLSTATES = frozenset({"CP401", "CP403", "CPN04", "CPG10"})

@@ -207,11 +207,11 @@ async def roster(request: Req, session_id: str) -> Response[RosterResult]:
     sid = path_uuid(session_id, "sessionId")
     if _is_admin(request):
         result = await admin_pool_of(request).fetchval(
-            "SELECT control_plane.admin_session_roster($1)", sid
+            "SELECT control_plane.admin_session_roster_v2($1)", sid
         )
     else:
         result = await pool_of(request).fetchval(
-            "SELECT control_plane.runtime_node_roster($1, $2)", _digest(request), sid
+            "SELECT control_plane.runtime_node_roster_v2($1, $2)", _digest(request), sid
         )
     return json_response(result)
 

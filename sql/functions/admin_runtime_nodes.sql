@@ -26,7 +26,7 @@ COMMENT ON FUNCTION control_plane.admin_revoke_runtime_node(uuid, text, text) IS
 GRANT EXECUTE ON FUNCTION control_plane.admin_revoke_runtime_node(uuid, text, text)
     TO control_plane_admin;
 
-CREATE OR REPLACE FUNCTION control_plane.admin_session_roster(p_session_id uuid)
+CREATE OR REPLACE FUNCTION control_plane.admin_session_roster_v2(p_session_id uuid)
     RETURNS text
     LANGUAGE plpgsql
     STABLE SECURITY DEFINER
@@ -41,9 +41,27 @@ BEGIN
     RETURN runtime_node_roster_of(p_session_id);
 END
 $fn$;
-COMMENT ON FUNCTION control_plane.admin_session_roster(uuid) IS
+COMMENT ON FUNCTION control_plane.admin_session_roster_v2(uuid) IS
     'Admin: the roster of any session (contract §11), the same JSON document (text) as '
-    'runtime_node_roster: {revision, nodes: [...]} — every attachment in all five states, '
+    'runtime_node_roster_v2: {revision, nodes: [...]} — every attachment in all five states, '
     'ordered by attached_at, node_id. '
     'Unknown session → CPN04 (not_found). Writes nothing, takes no lock.';
+REVOKE ALL ON FUNCTION control_plane.admin_session_roster_v2(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION control_plane.admin_session_roster_v2(uuid) TO control_plane_admin;
+
+-- Deprecated in 0.3.0: the 0.2.0 result type (jsonb), for SQL callers. The app calls _v2.
+CREATE OR REPLACE FUNCTION control_plane.admin_session_roster(p_session_id uuid)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN admin_session_roster_v2(p_session_id)::jsonb;
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.admin_session_roster(uuid) IS
+    'Deprecated (0.3.0; dropped in a later release): admin_session_roster_v2 as jsonb (the 0.2.0 '
+    'result type). Same rules and refusals.';
+REVOKE ALL ON FUNCTION control_plane.admin_session_roster(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.admin_session_roster(uuid) TO control_plane_admin;

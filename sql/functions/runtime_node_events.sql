@@ -219,7 +219,7 @@ COMMENT ON FUNCTION control_plane.runtime_node_events_check_page(bigint, integer
     'p_after is NULL or >= 0.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_events_check_page(bigint, integer) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_read(
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_read_v2(
     p_token_sha256 bytea,
     p_session_id uuid,
     p_after bigint,
@@ -244,7 +244,7 @@ BEGIN
     RETURN runtime_node_events_page(p_session_id, p_after, p_limit);
 END
 $fn$;
-COMMENT ON FUNCTION control_plane.runtime_node_events_read(bytea, uuid, bigint, integer) IS
+COMMENT ON FUNCTION control_plane.runtime_node_events_read_v2(bytea, uuid, bigint, integer) IS
     'Change feed of a session (contract §9), a JSON document (text; cast it ::jsonb to query it): '
     '{events: [{id, at, sessionId, nodeId, attachmentId, '
     'kind, state, previousState, healthState, previousHealthState, actor, actorParticipantId, '
@@ -256,12 +256,36 @@ COMMENT ON FUNCTION control_plane.runtime_node_events_read(bytea, uuid, bigint, 
     'CPG10 (events.cursor_expired: re-read the roster, follow from its revision). Never misses '
     'an event (ids ascend in commit order, runtime_node_events_append). Writes nothing, takes no '
     'lock. New events are announced by NOTIFY control_plane_events ''<session>:<max id>''.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_events_read_v2(bytea, uuid, bigint, integer)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION control_plane.runtime_node_events_read_v2(bytea, uuid, bigint, integer)
+    TO control_plane_api;
+
+-- Deprecated in 0.3.0: the 0.2.0 result type (jsonb), for SQL callers. The app calls _v2.
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_read(
+    p_token_sha256 bytea,
+    p_session_id uuid,
+    p_after bigint,
+    p_limit integer
+)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN runtime_node_events_read_v2(p_token_sha256, p_session_id, p_after, p_limit)::jsonb;
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.runtime_node_events_read(bytea, uuid, bigint, integer) IS
+    'Deprecated (0.3.0; dropped in a later release): runtime_node_events_read_v2 as jsonb (the '
+    '0.2.0 result type). Same rules and refusals.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_events_read(bytea, uuid, bigint, integer)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_events_read(bytea, uuid, bigint, integer)
     TO control_plane_api;
 
-CREATE OR REPLACE FUNCTION control_plane.admin_session_events(
+CREATE OR REPLACE FUNCTION control_plane.admin_session_events_v2(
     p_session_id uuid,
     p_after bigint,
     p_limit integer
@@ -280,10 +304,32 @@ BEGIN
     RETURN runtime_node_events_page(p_session_id, p_after, p_limit);
 END
 $fn$;
-COMMENT ON FUNCTION control_plane.admin_session_events(uuid, bigint, integer) IS
-    'Admin (contract §9, §11): a session''s change feed, the same page as runtime_node_events_read '
+COMMENT ON FUNCTION control_plane.admin_session_events_v2(uuid, bigint, integer) IS
+    'Admin (contract §9, §11): a session''s change feed, the same page as runtime_node_events_read_v2 '
     '({events, next}; CP400 for a bad limit/after; CPG10 for a cursor below the retention horizon) '
     'without a participant token; unknown session → CPN04 (not_found).';
+REVOKE ALL ON FUNCTION control_plane.admin_session_events_v2(uuid, bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION control_plane.admin_session_events_v2(uuid, bigint, integer)
+    TO control_plane_admin;
+
+-- Deprecated in 0.3.0: the 0.2.0 result type (jsonb), for SQL callers. The app calls _v2.
+CREATE OR REPLACE FUNCTION control_plane.admin_session_events(
+    p_session_id uuid,
+    p_after bigint,
+    p_limit integer
+)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN admin_session_events_v2(p_session_id, p_after, p_limit)::jsonb;
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.admin_session_events(uuid, bigint, integer) IS
+    'Deprecated (0.3.0; dropped in a later release): admin_session_events_v2 as jsonb (the 0.2.0 '
+    'result type). Same rules and refusals.';
 REVOKE ALL ON FUNCTION control_plane.admin_session_events(uuid, bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.admin_session_events(uuid, bigint, integer)
     TO control_plane_admin;

@@ -56,7 +56,7 @@ COMMENT ON FUNCTION control_plane.runtime_node_roster_of(uuid) IS
     'node_id; timestamps in UTC; revision read in the same snapshot. Text, not json: json''s '
     'input check would re-parse the document. Not granted to any role.';
 
-CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster(p_token_sha256 bytea, p_session_id uuid)
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster_v2(p_token_sha256 bytea, p_session_id uuid)
     RETURNS text
     LANGUAGE plpgsql
     STABLE SECURITY DEFINER
@@ -75,7 +75,7 @@ BEGIN
     RETURN runtime_node_roster_of(p_session_id);
 END
 $fn$;
-COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS
+COMMENT ON FUNCTION control_plane.runtime_node_roster_v2(bytea, uuid) IS
     'Roster (contract §6.6, §9): a JSON document (text) {revision, nodes: [{attachmentId, '
     'nodeId, participantId, state, capabilities, clientVersion, attachedAt, healthState, '
     'lastHeartbeatAt, readOnly}]}, timestamps in UTC. '
@@ -88,5 +88,23 @@ COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS
     'offline or revoked slot they are shown only while the node is active in no session '
     '(presence is per node). Writes nothing, takes no lock. Returns text, not json: json''s '
     'input check would re-parse the whole document (cast it, ::json or ::jsonb, to query it).';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_roster_v2(bytea, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION control_plane.runtime_node_roster_v2(bytea, uuid) TO control_plane_api;
+
+-- Deprecated in 0.3.0 (CHANGELOG: the SQL API keeps an old signature for one release): the
+-- same document as json, for SQL callers written against 0.2.0. The app calls _v2.
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster(p_token_sha256 bytea, p_session_id uuid)
+    RETURNS json
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN runtime_node_roster_v2(p_token_sha256, p_session_id)::json;
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) IS
+    'Deprecated (0.3.0; dropped in a later release): runtime_node_roster_v2 as json (the 0.2.0 '
+    'result type). Same rules and refusals.';
 REVOKE ALL ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_roster(bytea, uuid) TO control_plane_api;

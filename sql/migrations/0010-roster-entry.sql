@@ -5,10 +5,12 @@
 -- roster's server CPU. The trigger function is defined here, not in sql/functions: it shapes
 -- stored data, so changing the format means a migration that re-renders every row.
 --
--- The roster functions now return text (a JSON document) instead of json: json's input check
--- re-parses the whole document (~0.26 ms for 100 nodes), more than assembling it. CREATE OR
--- REPLACE cannot change a result type, so they are dropped here and
--- sql/functions/runtime_node_roster.sql and admin_runtime_nodes.sql recreate them right after.
+-- The rosters are now served as text (a JSON document) by runtime_node_roster_v2 and
+-- admin_session_roster_v2: json's input check re-parses the whole document (~0.26 ms for 100
+-- nodes), more than assembling it. The 0.2.0 names keep their result types for one release
+-- (CHANGELOG). The internal runtime_node_roster_of changes its result type, which CREATE OR
+-- REPLACE cannot do: it is dropped here and sql/functions/runtime_node_roster.sql recreates it
+-- right after.
 -- depends: 0009-roster-of-returns-json
 
 SET ROLE control_plane_owner;
@@ -65,8 +67,6 @@ CREATE TRIGGER runtime_node_attachments_roster_entry
 UPDATE control_plane.runtime_node_attachments SET roster_entry = NULL;  -- the trigger renders it
 ALTER TABLE control_plane.runtime_node_attachments ALTER COLUMN roster_entry SET NOT NULL;
 
-DROP FUNCTION IF EXISTS control_plane.admin_session_roster(uuid);
-DROP FUNCTION IF EXISTS control_plane.runtime_node_roster(bytea, uuid);
 DROP FUNCTION IF EXISTS control_plane.runtime_node_roster_of(uuid);
 
 -- slot_is_active was STRICT, and PostgreSQL inlines a STRICT SQL function only when it can

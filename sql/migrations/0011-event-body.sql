@@ -1,9 +1,11 @@
 -- Each event's JSON, rendered once when it is written instead of on every read (events never
 -- change; a feed read returns the same event to every follower of its session, and building
 -- 14-key jsonb objects per read was most of a feed read's server CPU: docs/performance.md,
--- "Change feed"). The readers now return text (a JSON document) instead of jsonb, so the page
--- is joined, never parsed again; CREATE OR REPLACE cannot change a result type, so they are
--- dropped here and sql/functions/runtime_node_events.sql recreates them right after.
+-- "Change feed"). Pages are now served as text (a JSON document) by runtime_node_events_read_v2
+-- and admin_session_events_v2, joined and never parsed again; the 0.2.0 names keep their jsonb
+-- result for one release (CHANGELOG). The internal runtime_node_events_page changes its result
+-- type, which CREATE OR REPLACE cannot do: it is dropped here and
+-- sql/functions/runtime_node_events.sql recreates it right after.
 --
 -- Rows written before this migration keep body NULL and are rendered at read time by the same
 -- function (runtime_node_event_json): no rewrite of a table that may hold a week of events,
@@ -65,8 +67,6 @@ CREATE TRIGGER runtime_node_events_body
     BEFORE INSERT OR UPDATE ON control_plane.runtime_node_events
     FOR EACH ROW EXECUTE FUNCTION control_plane.runtime_node_events_body();
 
-DROP FUNCTION IF EXISTS control_plane.runtime_node_events_read(bytea, uuid, bigint, integer);
-DROP FUNCTION IF EXISTS control_plane.admin_session_events(uuid, bigint, integer);
 DROP FUNCTION IF EXISTS control_plane.runtime_node_events_page(uuid, bigint, integer);
 
 RESET ROLE;

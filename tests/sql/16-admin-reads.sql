@@ -9,7 +9,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 
-SELECT plan(46);
+SELECT plan(47);
 
 -- Walk every page after p_after (limit p_limit): the ids in order and the page sizes.
 CREATE FUNCTION pg_temp.walk_participants(p_after uuid, p_limit integer,
@@ -244,13 +244,15 @@ SELECT admin_issue_token((SELECT id FROM fx_p WHERE n = 1)) ->> 'token' AS owner
 SELECT runtime_node_attach(sha256(convert_to(:'owner_token', 'UTF8')), :'s1',
                            (SELECT id FROM fx_p WHERE n = 1),
                            'reads-' || md5(random()::text), '2.0', '{"cpu": 1}') \g /dev/null
-SELECT is(admin_session_roster(:'s1')::jsonb,
-          runtime_node_roster(sha256(convert_to(:'owner_token', 'UTF8')), :'s1')::jsonb,
+SELECT is(admin_session_roster_v2(:'s1')::jsonb,
+          runtime_node_roster_v2(sha256(convert_to(:'owner_token', 'UTF8')), :'s1')::jsonb,
           'the admin roster is the members'' roster (readOnly below the floor included)');
-SELECT is(jsonb_array_length(admin_session_roster(:'s1')::jsonb -> 'nodes'), 1, 'with the node');
-SELECT is(admin_session_roster((SELECT id FROM fx_s WHERE n = 2))::jsonb -> 'nodes', '[]'::jsonb,
+SELECT is(jsonb_array_length(admin_session_roster_v2(:'s1')::jsonb -> 'nodes'), 1, 'with the node');
+SELECT is(admin_session_roster(:'s1'), admin_session_roster_v2(:'s1')::jsonb,
+          'the deprecated admin_session_roster is the same document, as jsonb');
+SELECT is(admin_session_roster_v2((SELECT id FROM fx_s WHERE n = 2))::jsonb -> 'nodes', '[]'::jsonb,
           'a session without nodes: an empty roster');
-SELECT throws_ok(format('SELECT control_plane.admin_session_roster(%L)', gen_random_uuid()),
+SELECT throws_ok(format('SELECT control_plane.admin_session_roster_v2(%L)', gen_random_uuid()),
                  'CPN04', 'session not found', 'the admin may know a session does not exist → CPN04');
 
 -- Reads are reads ------------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ SELECT is((SELECT array_agg(DISTINCT provolatile::text) FROM pg_proc
                           'control_plane.admin_get_participant(uuid)'::regprocedure,
                           'control_plane.admin_list_sessions(text, integer, uuid)'::regprocedure,
                           'control_plane.admin_get_session(uuid)'::regprocedure,
-                          'control_plane.admin_session_roster(uuid)'::regprocedure)),
+                          'control_plane.admin_session_roster_v2(uuid)'::regprocedure)),
           ARRAY['s'], 'every admin read is STABLE: it cannot write');
 
 SELECT * FROM finish();

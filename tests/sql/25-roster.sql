@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(33);
+SELECT plan(34);
 
 DO $$
 BEGIN
@@ -49,7 +49,7 @@ BEGIN
     PERFORM pg_temp.beat('ann', 'j-away', 'degraded');
 END $$;
 
-CREATE TEMP TABLE r AS SELECT control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb AS r;  -- json on the wire
+CREATE TEMP TABLE r AS SELECT control_plane.runtime_node_roster_v2(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb AS r;  -- json on the wire
 CREATE TEMP TABLE nodes AS
 SELECT ord, e FROM r, jsonb_array_elements(r -> 'nodes') WITH ORDINALITY AS x (e, ord);
 
@@ -103,7 +103,7 @@ SELECT is((SELECT array_agg(e -> 'readOnly' ORDER BY ord) FROM nodes),
 -- readOnly against the current floor ----------------------------------------------------------
 SELECT admin_raise_floor(pg_temp.s('s1'), '2.0') \g /dev/null
 SELECT is((SELECT array_agg((e ->> 'nodeId') || '=' || (e ->> 'readOnly') ORDER BY ord)
-             FROM jsonb_array_elements(control_plane.runtime_node_roster(pg_temp.d('ann'), pg_temp.s('s1'))::jsonb -> 'nodes')
+             FROM jsonb_array_elements(control_plane.runtime_node_roster_v2(pg_temp.d('ann'), pg_temp.s('s1'))::jsonb -> 'nodes')
                   WITH ORDINALITY AS x (e, ord)
             WHERE e ->> 'nodeId' IN (pg_temp.n('e-reg'), pg_temp.n('f-onl'), pg_temp.n('g-deg'))),
           ARRAY[pg_temp.n('e-reg') || '=true', pg_temp.n('f-onl') || '=false',
@@ -112,19 +112,19 @@ SELECT is((SELECT array_agg((e ->> 'nodeId') || '=' || (e ->> 'readOnly') ORDER 
 SELECT pg_temp.fp() AS fp_before \gset
 
 -- Who may read ---------------------------------------------------------------------------------
-SELECT is(jsonb_array_length(control_plane.runtime_node_roster(pg_temp.d(who), pg_temp.s('s1'))::jsonb -> 'nodes'),
+SELECT is(jsonb_array_length(control_plane.runtime_node_roster_v2(pg_temp.d(who), pg_temp.s('s1'))::jsonb -> 'nodes'),
           7, format('an active %s reads the roster', why))
   FROM (VALUES ('ann', 'runtime_contributor'), ('bob', 'collaborator'), ('vic', 'viewer')) v (who, why);
-SELECT is(control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('empty'))::jsonb -> 'nodes', '[]'::jsonb,
+SELECT is(control_plane.runtime_node_roster_v2(pg_temp.d('vic'), pg_temp.s('empty'))::jsonb -> 'nodes', '[]'::jsonb,
           'a session without nodes: an empty list');
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_roster(%L, %L)$$, pg_temp.d(who), sid),
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_roster_v2(%L, %L)$$, pg_temp.d(who), sid),
                  'CP403', 'permission denied', format('403: %s', why))
   FROM (VALUES ('out', pg_temp.s('s1'), 'not a member'),
                ('pam', pg_temp.s('s1'), 'pending membership'),
                ('sue', pg_temp.s('s1'), 'suspended membership'),
                ('rex', pg_temp.s('s1'), 'revoked membership'),
                ('ann', gen_random_uuid(), 'unknown session')) v (who, sid, why);
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_roster(%L, %L)$$,
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_roster_v2(%L, %L)$$,
                         sha256('nobody'::bytea), pg_temp.s('s1')), 'CP401', NULL, '401: unknown token');
 SELECT is(pg_temp.fp(), :'fp_before', 'reading the roster wrote nothing');
 
@@ -133,20 +133,20 @@ SELECT is(pg_temp.fp(), :'fp_before', 'reading the roster wrote nothing');
 UPDATE runtime_node_attachments SET capabilities = '{"k": "by hand"}'
  WHERE node_id = pg_temp.n('e-reg');
 SELECT is((SELECT e -> 'capabilities' FROM jsonb_array_elements(
-             control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb -> 'nodes') e
+             control_plane.runtime_node_roster_v2(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb -> 'nodes') e
             WHERE e ->> 'nodeId' = pg_temp.n('e-reg')),
           '{"k": "by hand"}'::jsonb, 'an UPDATE outside the API shows in the next roster');
 -- Node ids may hold quotes and backslashes: escaped, the document stays valid JSON.
 INSERT INTO runtime_node_attachments (session_id, participant_id, node_id, client_version, state)
 VALUES (pg_temp.s('empty'), pg_temp.p('vic'), 'say "hi" \ bye', '1.0', 'offline');
-SELECT is(control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('empty'))::jsonb
+SELECT is(control_plane.runtime_node_roster_v2(pg_temp.d('vic'), pg_temp.s('empty'))::jsonb
             #>> '{nodes,0,nodeId}',
           'say "hi" \ bye', 'a node id with quotes and a backslash round-trips');
 -- One rendering of time whoever reads: UTC, stored fields and read-time fields alike.
 SET LOCAL timezone = 'Asia/Kolkata';
 CREATE TEMP TABLE tz AS
 SELECT e FROM jsonb_array_elements(
-    control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb -> 'nodes') e
+    control_plane.runtime_node_roster_v2(pg_temp.d('vic'), pg_temp.s('s1'))::jsonb -> 'nodes') e
  WHERE e ->> 'nodeId' = pg_temp.n('f-onl');
 SELECT ok((SELECT (e ->> 'attachedAt') LIKE '%+00:00' AND (e ->> 'lastHeartbeatAt') LIKE '%+00:00' FROM tz),
           'timestamps are rendered in UTC under another session TimeZone');
@@ -156,6 +156,9 @@ SELECT is((SELECT (e ->> 'attachedAt')::timestamptz FROM tz),
 SELECT is((SELECT (e ->> 'lastHeartbeatAt')::timestamptz FROM tz),
           (SELECT last_heartbeat_at FROM runtime_node_presence WHERE node_id = pg_temp.n('f-onl')),
           'lastHeartbeatAt is the stored instant');
+SELECT is(control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1'))::text,
+          control_plane.runtime_node_roster_v2(pg_temp.d('vic'), pg_temp.s('s1')),
+          'the deprecated runtime_node_roster is the same document, as json');
 SELECT is(json_timestamp_utc(NULL), NULL, 'json_timestamp_utc: NULL stays NULL');
 SET LOCAL timezone = 'UTC';
 SELECT is(ARRAY(SELECT json_timestamp_utc(t) FROM unnest(ARRAY[now(), '2026-01-01 00:00:00+00',

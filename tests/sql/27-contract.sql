@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(70);
+SELECT plan(82);
 
 CREATE TEMP TABLE api_fn (sig text PRIMARY KEY);
 INSERT INTO api_fn VALUES
@@ -17,7 +17,9 @@ INSERT INTO api_fn VALUES
     ('control_plane.runtime_node_heartbeat_batch(bytea[],text[],text[])'),
     ('control_plane.runtime_node_detach(bytea,text,text)'),
     ('control_plane.runtime_node_events_read(bytea,uuid,bigint,integer)'),
+    ('control_plane.runtime_node_events_read_v2(bytea,uuid,bigint,integer)'),
     ('control_plane.runtime_node_roster(bytea,uuid)'),
+    ('control_plane.runtime_node_roster_v2(bytea,uuid)'),
     ('control_plane.runtime_node_revoke(bytea,uuid,text,text)');
 
 SELECT ok((SELECT prosecdef FROM pg_proc WHERE oid = sig::regprocedure), format('%s is SECURITY DEFINER', sig))
@@ -69,7 +71,7 @@ SELECT throws_ok(format($$SELECT control_plane.runtime_node_heartbeat(%L, %L, 'o
                  '42501', NULL, 'as the API role: the single-beat function is not granted');
 SELECT is(control_plane.runtime_node_heartbeat_batch(ARRAY[:'ann'::bytea], ARRAY[:'n1'], ARRAY['online']),
           ARRAY[NULL]::text[], 'as the API role: batch heartbeat (NULL = accepted)');
-SELECT is(jsonb_array_length(control_plane.runtime_node_roster(:'bob', :'s1')::jsonb -> 'nodes'), 1,
+SELECT is(jsonb_array_length(control_plane.runtime_node_roster_v2(:'bob', :'s1')::jsonb -> 'nodes'), 1,
           'as the API role: roster');
 SELECT lives_ok(format($$SELECT control_plane.runtime_node_detach(%L, %L)$$, :'ann', :'n1'),
                 'as the API role: detach');
@@ -101,7 +103,7 @@ BEGIN
             format('SELECT control_plane.runtime_node_heartbeat(%L, %L, ''online'')',
                    pg_temp.d('bob'), pg_temp.n('n2')),
             format('SELECT control_plane.runtime_node_detach(%L, %L)', pg_temp.d('bob'), pg_temp.n('n2')),
-            format('SELECT control_plane.runtime_node_roster(%L, %L)', pg_temp.d('bob'), gen_random_uuid()),
+            format('SELECT control_plane.runtime_node_roster_v2(%L, %L)', pg_temp.d('bob'), gen_random_uuid()),
             format('SELECT control_plane.runtime_node_revoke(%L, %L, %L)',
                    pg_temp.d('bob'), pg_temp.s('s1'), pg_temp.n('n2'))])
     LOOP

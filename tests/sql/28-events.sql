@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(129);
+SELECT plan(131);
 
 -- The fixture's events, newest last, and the newest one of a node.
 CREATE FUNCTION pg_temp.evs() RETURNS SETOF control_plane.runtime_node_events
@@ -282,7 +282,7 @@ SELECT throws_ok($$INSERT INTO runtime_node_events (session_id, node_id, attachm
 
 -- Reading: runtime_node_events_read ----------------------------------------------------------------
 CREATE TEMP TABLE page AS
-SELECT control_plane.runtime_node_events_read(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000)::jsonb AS r;
+SELECT control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000)::jsonb AS r;
 SELECT is((SELECT array_agg(k ORDER BY k) FROM page, jsonb_object_keys(r) k), ARRAY['events', 'next'],
           'a page is {events, next}');
 SELECT is((SELECT array_agg(k ORDER BY k) FROM page, jsonb_object_keys(r -> 'events' -> 0) k),
@@ -306,73 +306,81 @@ SELECT ok((SELECT (r ->> 'next')::bigint FROM page) >= (SELECT max(e.id) FROM ru
           'next is at least the last event returned');
 SELECT (SELECT (e ->> 'id')::bigint FROM page, jsonb_array_elements(r -> 'events') WITH ORDINALITY x (e, o) WHERE o = 3) AS third \gset
 CREATE TEMP TABLE page2 AS
-SELECT control_plane.runtime_node_events_read(pg_temp.d('ann'), pg_temp.s('s1'), :third, 2)::jsonb AS r;
+SELECT control_plane.runtime_node_events_read_v2(pg_temp.d('ann'), pg_temp.s('s1'), :third, 2)::jsonb AS r;
 SELECT is((SELECT jsonb_array_length(r -> 'events') FROM page2), 2, 'limit caps the page');
 SELECT is((SELECT (r -> 'events' -> 0 ->> 'id')::bigint FROM page2),
           (SELECT min(e.id) FROM runtime_node_events e WHERE e.session_id = pg_temp.s('s1') AND e.id > :third),
           'after is exclusive');
 SELECT is((SELECT (r ->> 'next')::bigint FROM page2), (SELECT (r -> 'events' -> 1 ->> 'id')::bigint FROM page2),
           'a full page: next is its last id');
-SELECT is(control_plane.runtime_node_events_read(pg_temp.d('ann'), pg_temp.s('s2'), NULL, 1000)::jsonb -> 'events' -> 0 ->> 'sessionId',
+SELECT is(control_plane.runtime_node_events_read_v2(pg_temp.d('ann'), pg_temp.s('s2'), NULL, 1000)::jsonb -> 'events' -> 0 ->> 'sessionId',
           pg_temp.s('s2')::text, 'only the asked session''s events');
-SELECT is((SELECT count(*) FROM jsonb_array_elements(control_plane.runtime_node_events_read(
+SELECT is((SELECT count(*) FROM jsonb_array_elements(control_plane.runtime_node_events_read_v2(
                pg_temp.d('ann'), pg_temp.s('s2'), NULL, 1000)::jsonb -> 'events') e
             WHERE e ->> 'sessionId' <> pg_temp.s('s2')::text), 0::bigint, 'never another session''s');
-SELECT is(control_plane.runtime_node_events_read(pg_temp.d('vic'), pg_temp.s('quiet'), NULL, 10)::jsonb,
+SELECT is(control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('quiet'), NULL, 10)::jsonb,
           jsonb_build_object('events', '[]'::jsonb, 'next', runtime_node_events_revision()),
           'a session without events: empty, next is the current revision');
-SELECT is(control_plane.runtime_node_events_read(pg_temp.d('vic'), pg_temp.s('quiet'), 10000000000, 10)::jsonb -> 'next',
+SELECT is(control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('quiet'), 10000000000, 10)::jsonb -> 'next',
           '10000000000'::jsonb, 'a cursor ahead of everything stays where it is');
 SELECT pg_temp.fp() AS fp9 \gset
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read(%L, %L, NULL, 10)$$, pg_temp.d(who), sid),
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L, NULL, 10)$$, pg_temp.d(who), sid),
                  'CP403', 'permission denied', format('403: %s', why))
   FROM (VALUES ('out', pg_temp.s('s1'), 'not a member'),
                ('pam', pg_temp.s('s1'), 'pending membership'),
                ('ann', gen_random_uuid(), 'unknown session')) v (who, sid, why);
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read(%L, %L, NULL, 10)$$,
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L, NULL, 10)$$,
                         sha256('nobody'::bytea), pg_temp.s('s1')), 'CP401', NULL, '401: unknown token');
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read(%L, %L, NULL, %s)$$,
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L, NULL, %s)$$,
                         pg_temp.d('ann'), pg_temp.s('s1'), lim), 'CP400', NULL, format('limit %s → 400', lim))
   FROM unnest(ARRAY['0', '1001', 'NULL']) lim;
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read(%L, %L, -1, 10)$$,
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L, -1, 10)$$,
                         pg_temp.d('ann'), pg_temp.s('s1')), 'CP400', NULL, 'a negative cursor → 400');
 -- The horizon, not 0: a reused test database may already have purged events.
 SELECT purged_through AS horizon FROM control_plane.runtime_node_event_retention \gset
-SELECT lives_ok(format($$SELECT control_plane.runtime_node_events_read(%L, %L, %s, 1000)$$,
+SELECT lives_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L, %s, 1000)$$,
                        pg_temp.d('ann'), pg_temp.s('s1'), :'horizon'),
                 'limit 1000 and a cursor at the retention horizon are fine');
 SELECT is(pg_temp.fp(), :'fp9', 'reading writes nothing');
 
 -- admin_session_events ------------------------------------------------------------------------------
-SELECT is(control_plane.admin_session_events(pg_temp.s('s1'), NULL, 1000)::jsonb,
-          control_plane.runtime_node_events_read(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000)::jsonb,
+SELECT is(control_plane.admin_session_events_v2(pg_temp.s('s1'), NULL, 1000)::jsonb,
+          control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000)::jsonb,
           'the admin reads the same page as a member');
-SELECT throws_ok(format($$SELECT control_plane.admin_session_events(%L, NULL, 10)$$, gen_random_uuid()),
+SELECT throws_ok(format($$SELECT control_plane.admin_session_events_v2(%L, NULL, 10)$$, gen_random_uuid()),
                  'CPN04', NULL, 'admin: unknown session → not_found');
-SELECT throws_ok(format($$SELECT control_plane.admin_session_events(%L, NULL, 0)$$, pg_temp.s('s1')),
+SELECT throws_ok(format($$SELECT control_plane.admin_session_events_v2(%L, NULL, 0)$$, pg_temp.s('s1')),
                  'CP400', NULL, 'admin: a bad limit → 400');
+
+-- The 0.2.0 names (deprecated in 0.3.0): the same pages, as jsonb.
+SELECT is(control_plane.runtime_node_events_read(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000),
+          control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000)::jsonb,
+          'the deprecated runtime_node_events_read returns the same page as jsonb');
+SELECT is(control_plane.admin_session_events(pg_temp.s('s1'), NULL, 1000),
+          control_plane.admin_session_events_v2(pg_temp.s('s1'), NULL, 1000)::jsonb,
+          'the deprecated admin_session_events returns the same page as jsonb');
 
 -- The stored rendering (body, written by a trigger; migration 0011) -----------------------------------
 -- Events written before migration 0011 have no body: rendered at read time, identically.
 CREATE TEMP TABLE stored AS
-SELECT control_plane.runtime_node_events_read(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000) AS t;
+SELECT control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000) AS t;
 SET LOCAL session_replication_role = replica;  -- no trigger: the NULL stays (as after the upgrade)
 UPDATE runtime_node_events SET body = NULL WHERE session_id = pg_temp.s('s1');
 SET LOCAL session_replication_role = origin;
-SELECT is(control_plane.runtime_node_events_read(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000),
+SELECT is(control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000),
           (SELECT t FROM stored), 'events without a stored body read the same, byte for byte');
 UPDATE runtime_node_events SET reason = 'edited by a DBA'
  WHERE id = (SELECT min(id) FROM runtime_node_events WHERE session_id = pg_temp.s('s1'));
-SELECT is(control_plane.runtime_node_events_read(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1)::jsonb
+SELECT is(control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1)::jsonb
             #>> '{events,0,reason}', 'edited by a DBA', 'an UPDATE re-renders the stored body');
 
 -- The roster's revision --------------------------------------------------------------------------------
-SELECT is((control_plane.runtime_node_roster(pg_temp.d('vic'), pg_temp.s('s1'))::json ->> 'revision')::bigint,
+SELECT is((control_plane.runtime_node_roster_v2(pg_temp.d('vic'), pg_temp.s('s1'))::json ->> 'revision')::bigint,
           (SELECT max(id) FROM runtime_node_events), 'revision is the highest visible event id');
-SELECT (control_plane.runtime_node_roster(pg_temp.d('ann'), pg_temp.s('s2'))::json ->> 'revision')::bigint AS rev \gset
+SELECT (control_plane.runtime_node_roster_v2(pg_temp.d('ann'), pg_temp.s('s2'))::json ->> 'revision')::bigint AS rev \gset
 SELECT pg_temp.attach('ann', 's2', 'late', '2.0') \g /dev/null
 SELECT is((SELECT array_agg(e ->> 'nodeId') FROM jsonb_array_elements(
-               control_plane.runtime_node_events_read(pg_temp.d('ann'), pg_temp.s('s2'), :rev, 100)::jsonb -> 'events') e),
+               control_plane.runtime_node_events_read_v2(pg_temp.d('ann'), pg_temp.s('s2'), :rev, 100)::jsonb -> 'events') e),
           ARRAY[pg_temp.n('late')], 'following from the revision yields exactly the later change');
 
 -- Retention ----------------------------------------------------------------------------------------------
@@ -396,14 +404,14 @@ SELECT is(control_plane.runtime_node_events_purge(now(), 1000000),
 SELECT is((SELECT purged_through FROM runtime_node_event_retention), :first_s1::bigint + 1,
           'and records its horizon');
 SELECT is((SELECT min(id) FROM runtime_node_events), :first_s1::bigint + 2, 'newer events are kept');
-SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read(%L, %L, %s, 10)$$,
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L, %s, 10)$$,
                         pg_temp.d('ann'), pg_temp.s('s1'), :first_s1),
                  'CPG10', NULL, 'a cursor below the horizon has expired (410)');
-SELECT throws_ok(format($$SELECT control_plane.admin_session_events(%L, 0, 10)$$, pg_temp.s('s1')),
+SELECT throws_ok(format($$SELECT control_plane.admin_session_events_v2(%L, 0, 10)$$, pg_temp.s('s1')),
                  'CPG10', NULL, 'for the admin too');
-SELECT is((control_plane.runtime_node_events_read(pg_temp.d('ann'), pg_temp.s('s1'), NULL, 1)::jsonb -> 'events' -> 0 ->> 'id')::bigint,
+SELECT is((control_plane.runtime_node_events_read_v2(pg_temp.d('ann'), pg_temp.s('s1'), NULL, 1)::jsonb -> 'events' -> 0 ->> 'id')::bigint,
           :first_s1::bigint + 2, 'after omitted: from the oldest retained event');
-SELECT lives_ok(format($$SELECT control_plane.runtime_node_events_read(%L, %L, %s, 10)$$,
+SELECT lives_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L, %s, 10)$$,
                        pg_temp.d('ann'), pg_temp.s('s1'), :first_s1 + 1), 'a cursor at the horizon is fine');
 UPDATE runtime_node_events SET at = now() - interval '8 days' WHERE id = :last_id;
 SELECT is(control_plane.runtime_node_events_purge(now(), 1000000), 0::bigint,
@@ -423,10 +431,10 @@ SELECT is(pg_temp.caps('ann', 'timed', '{"t": 2}') -> 'offlineAfterSeconds', '12
 
 -- Privileges ---------------------------------------------------------------------------------------------
 SELECT ok(has_function_privilege('control_plane_api',
-              'control_plane.runtime_node_events_read(bytea,uuid,bigint,integer)', 'EXECUTE'),
+              'control_plane.runtime_node_events_read_v2(bytea,uuid,bigint,integer)', 'EXECUTE'),
           'the API role may read a session''s feed (as a member)');
 SELECT is(ARRAY(SELECT a.grantee::regrole::text FROM pg_proc p, aclexplode(p.proacl) a
-                 WHERE p.oid = 'control_plane.admin_session_events(uuid,bigint,integer)'::regprocedure
+                 WHERE p.oid = 'control_plane.admin_session_events_v2(uuid,bigint,integer)'::regprocedure
                    AND a.grantee <> p.proowner ORDER BY 1),
           ARRAY(SELECT a.grantee::regrole::text FROM pg_proc p, aclexplode(p.proacl) a
                  WHERE p.oid = 'control_plane.admin_raise_floor(uuid,control_plane.client_version)'::regprocedure
