@@ -23,7 +23,10 @@ import psycopg
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
-VERSIONS = {"before": "bench.runtime_node_roster_v1", "after": "control_plane.runtime_node_roster_v2"}
+VERSIONS = {
+    "before": "bench.runtime_node_roster_v1",
+    "after": "control_plane.runtime_node_roster_v2",
+}
 
 
 def _backend_cpu_s(pid: int) -> float:
