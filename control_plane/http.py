@@ -109,7 +109,7 @@ def path_node_id(value: str) -> str:
 
 
 def json_response(payload: str | bytes, status: int = 200) -> Response[Any]:
-    """Pass a jsonb result built by a SQL function straight through."""
+    """Pass a JSON document built by a SQL function (json, jsonb or text) straight through."""
     return Response(payload, status_code=status, media_type=JSON_MEDIA_TYPE)
 
 

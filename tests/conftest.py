@@ -437,6 +437,30 @@ class Member:
         return bearer(self.token)
 
 
+def attach_node(
+    client: httpx.Client,
+    member: Member,
+    node_id: str | None = None,
+    capabilities: dict[str, Any] | None = None,
+) -> str:
+    """Attach a node (a new id unless given) for `member` in its session, version 1.0, online;
+    asserts the 200 and returns the node id."""
+    node_id = node_id or random_node_id()
+    r = client.post(
+        f"/v1/sessions/{member.session_id}/runtime-nodes",
+        json={
+            "participantId": member.participant_id,
+            "nodeId": node_id,
+            "clientVersion": "1.0",
+            "capabilities": capabilities or {},
+            "healthState": "online",
+        },
+        headers=member.auth,
+    )
+    assert r.status_code == 200, r.text
+    return node_id
+
+
 @pytest.fixture
 def make_member(
     make_participant: Callable[..., tuple[str, str]],

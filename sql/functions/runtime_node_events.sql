@@ -82,10 +82,9 @@ BEGIN
               SELECT p.health_state
                 FROM runtime_node_presence p
                WHERE p.node_id = d.node_id
-                 AND (a.state IN ('registering', 'online', 'degraded')
+                 AND (slot_is_active(a.state)
                       OR NOT EXISTS (SELECT 1 FROM runtime_node_attachments o
-                                      WHERE o.node_id = a.node_id AND o.id <> a.id
-                                        AND o.state IN ('registering', 'online', 'degraded')))
+                                      WHERE o.node_id = a.node_id AND slot_is_active(o.state)))
           ) h ON true
          ORDER BY d.ordinality
         RETURNING session_id, id
@@ -154,7 +153,6 @@ DECLARE
     v_purged bigint;
     v_events text;
     v_count bigint;
-    v_rendered bigint;
     v_last bigint;
 BEGIN
     SELECT r.purged_through INTO v_purged FROM runtime_node_event_retention r;
@@ -163,23 +161,15 @@ BEGIN
             USING ERRCODE = 'CPG10';
     END IF;
     -- Each event's JSON was rendered when it was written (body; migration 0011): a page only
-    -- joins them.
-    SELECT string_agg(e.body, ',' ORDER BY e.id), count(*), count(e.body), max(e.id)
-      INTO v_events, v_count, v_rendered, v_last
-      FROM (SELECT e.id, e.body FROM runtime_node_events e
+    -- joins them. Rows written before that migration have no body and are rendered here (the
+    -- plan is generic, so the renderer is planned once per backend, not per call).
+    SELECT string_agg(coalesce(e.body, runtime_node_event_json(e)), ',' ORDER BY e.id),
+           count(*), max(e.id)
+      INTO v_events, v_count, v_last
+      FROM (SELECT * FROM runtime_node_events e
              WHERE e.session_id = p_session_id AND e.id > coalesce(p_after, 0)
              ORDER BY e.id
              LIMIT p_limit) e;
-    IF v_rendered < v_count THEN
-        -- Rows written before migration 0011 have no body: rendered here. A separate statement,
-        -- so the usual read never plans the renderer.
-        SELECT string_agg(coalesce(e.body, runtime_node_event_json(e)), ',' ORDER BY e.id)
-          INTO v_events
-          FROM (SELECT * FROM runtime_node_events e
-                 WHERE e.session_id = p_session_id AND e.id > coalesce(p_after, 0)
-                 ORDER BY e.id
-                 LIMIT p_limit) e;
-    END IF;
     -- A short page means nothing else of this session is visible up to the snapshot's revision,
     -- and nothing can still commit below it: the cursor may jump there (fewer 410s for quiet
     -- sessions, whose cursor would otherwise fall behind the purge horizon).

@@ -31,7 +31,7 @@ from control_plane.database import (
     asyncpg_connect_args,
     login_dsn,
 )
-from tests.conftest import start_server
+from tests.conftest import attach_node, start_server
 
 
 def _refusing_port() -> int:
@@ -155,17 +155,7 @@ def test_a_multi_host_url_serves_through_the_reachable_host(
     member = make_member(role="owner")
     node = f"multi-host-{secrets.token_hex(6)}"
     with httpx.Client(base_url=base, timeout=30, headers=member.auth) as c:
-        attached = c.post(
-            f"/v1/sessions/{member.session_id}/runtime-nodes",
-            json={
-                "participantId": member.participant_id,
-                "nodeId": node,
-                "clientVersion": "1.0",
-                "capabilities": {},
-                "healthState": "online",
-            },
-        )
-        assert attached.status_code == 200, attached.text
+        attach_node(c, member, node)
         beat = c.post(f"/v1/runtime-nodes/{node}/heartbeat", json={"healthState": "online"})
         assert beat.status_code == 204, beat.text
     # The app's connections carry the URL's application_name and log in as the API role.

@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import Member, ServerProcess, bearer, start_server
+from tests.conftest import Member, ServerProcess, attach_node, bearer, start_server
 
 Problem = Callable[[httpx.Response, int, str], dict[str, Any]]
 EVENT_KEYS = {
@@ -47,20 +47,7 @@ def events_path(session_id: str) -> str:
 
 
 def attach(client: httpx.Client, member: Member, node_id: str | None = None) -> str:
-    node_id = node_id or f"ev-{secrets.token_hex(6)}"
-    r = client.post(
-        f"/v1/sessions/{member.session_id}/runtime-nodes",
-        json={
-            "participantId": member.participant_id,
-            "nodeId": node_id,
-            "clientVersion": "1.0",
-            "capabilities": {"os": "linux"},
-            "healthState": "online",
-        },
-        headers=member.auth,
-    )
-    assert r.status_code == 200, r.text
-    return node_id
+    return attach_node(client, member, node_id or f"ev-{secrets.token_hex(6)}", {"os": "linux"})
 
 
 def declare(client: httpx.Client, member: Member, node_id: str) -> None:

@@ -15,23 +15,10 @@ from typing import Any
 import httpx
 import psycopg
 
+from tests.conftest import attach_node
+
 Problem = Callable[[httpx.Response, int, str], dict[str, Any]]
 BEAT = "/v1/runtime-nodes/{}/heartbeat"
-
-
-def _attach(client: httpx.Client, member: Any, node: str) -> None:
-    r = client.post(
-        f"/v1/sessions/{member.session_id}/runtime-nodes",
-        json={
-            "participantId": member.participant_id,
-            "nodeId": node,
-            "clientVersion": "1.0",
-            "capabilities": {},
-            "healthState": "online",
-        },
-        headers=member.auth,
-    )
-    assert r.status_code == 200, r.text
 
 
 async def _burst(base_url: str, calls: list[tuple[str, str, str]]) -> list[httpx.Response]:
@@ -63,9 +50,9 @@ def test_concurrent_beats_get_their_own_verdicts(
     alice_nodes = [f"coal-a-{i}-{secrets.token_hex(4)}" for i in range(12)]
     bob_nodes = [f"coal-b-{i}-{secrets.token_hex(4)}" for i in range(4)]
     for node in alice_nodes:
-        _attach(client, alice, node)
+        attach_node(client, alice, node)
     for node in bob_nodes:
-        _attach(client, bob, node)
+        attach_node(client, bob, node)
     never_attached = f"coal-x-{secrets.token_hex(4)}"
 
     calls: list[tuple[str, str, str]] = []
@@ -128,7 +115,7 @@ def test_a_burst_of_one_node_keeps_presence_consistent(
 ) -> None:
     member = make_member()
     node = f"coal-dup-{secrets.token_hex(4)}"
-    _attach(client, member, node)
+    attach_node(client, member, node)
     responses = asyncio.run(_burst(server, [(member.token, node, "degraded")] * 20))
     assert [r.status_code for r in responses] == [204] * 20
     row = db.execute(

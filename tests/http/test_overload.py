@@ -21,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ServerProcess, random_node_id, start_server
+from tests.conftest import ServerProcess, attach_node, random_node_id, start_server
 
 Problem = Callable[[httpx.Response, int, str], dict[str, Any]]
 
@@ -69,18 +69,7 @@ def lclient(limited: ServerProcess) -> Iterator[httpx.Client]:
 
 
 def _attach(client: httpx.Client, member: Any, node: str, declare: bool = True) -> None:
-    r = client.post(
-        f"/v1/sessions/{member.session_id}/runtime-nodes",
-        json={
-            "participantId": member.participant_id,
-            "nodeId": node,
-            "clientVersion": "1.0",
-            "capabilities": {},
-            "healthState": "online",
-        },
-        headers=member.auth,
-    )
-    assert r.status_code == 200, r.text
+    attach_node(client, member, node)
     if declare:
         r = client.post(
             f"/v1/runtime-nodes/{node}/declaration",
