@@ -10,9 +10,10 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from control_plane import problems
+from control_plane.admission import RequestClass
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_admin_pool, create_pool
-from control_plane.feed import CoalescedReads, FeedHub
+from control_plane.feed import CoalescedReads, FeedHub, OwnReads
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.methods import ControlPlaneApp
@@ -21,7 +22,7 @@ from control_plane.openapi import document_contract, document_request_bodies, op
 from control_plane.overload import start_overload_protection, stop_overload_protection
 from routes.admin import admin_router
 from routes.bench import bench_routes
-from routes.events import shared_fetch
+from routes.events import own_fetch, shared_fetch
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
 
@@ -55,6 +56,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
 
         start_overload_protection(app, settings)
+
+        # Own reads of the same page that are due together share one call (and one admission
+        # slot of the read class), each caller authorized with its own token.
+        read_gate = app.state.admission.gates[RequestClass.READ]
+        app.state.feed_own_reads = OwnReads(
+            lambda: read_gate,
+            lambda digests, session, after, limit: own_fetch(
+                api_pool, digests, session, after, limit
+            ),
+        )
 
     async def close_pool(app: Litestar) -> None:
         await stop_overload_protection(app)

@@ -47,6 +47,7 @@ SUBSCRIBERS = int(os.environ.get("BENCH_FEED_SUBSCRIBERS", "1000"))
 DURATION = float(os.environ.get("BENCH_FEED_DURATION", "20"))
 RATE = float(os.environ.get("BENCH_FEED_RATE", "200"))
 IDLE_WINDOW = float(os.environ.get("BENCH_FEED_IDLE_WINDOW", "8"))
+DUMP = os.environ.get("BENCH_FEED_DUMP", "")  # a TSV of every delivery, to find where a tail is
 STATS_FLUSH = 11.0
 DRAIN_S = 30.0
 SWEEP_SHARE = 0.2  # of RATE: nodes made stale per second (each also recovers by a heartbeat)
@@ -115,6 +116,7 @@ class Follower:
     ids: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     by_event: dict[str, list[float]] = field(default_factory=dict)  # "kind/actor" → latencies
+    trace: list[tuple[float, int, float]] = field(default_factory=list)  # BENCH_FEED_DUMP
     errors: int = 0
     ready: bool = False
 
@@ -124,6 +126,8 @@ class Follower:
         latency = (now - at) * 1000
         self.latencies_ms.append(latency)
         self.by_event.setdefault(f"{event['kind']}/{event['actor']}", []).append(latency)
+        if DUMP:
+            self.trace.append((now, int(event["id"]), latency))  # type: ignore[call-overload]
 
     @property
     def path(self) -> str:
@@ -261,7 +265,11 @@ def xacts(db: psycopg.Connection) -> int:
     return int(row[0])
 
 
-FEED_FUNCTIONS = ("runtime_node_events_read_v2", "admin_session_events_v2")
+FEED_FUNCTIONS = (
+    "runtime_node_events_read_v2",
+    "runtime_node_events_read_batch_v2",
+    "admin_session_events_v2",
+)
 
 
 def feed_calls(db: psycopg.Connection) -> int:
@@ -511,6 +519,12 @@ async def measure(
             },  # fmt: skip
         }
     )
+    if DUMP:
+        with open(DUMP, "w") as dump:
+            dump.write("arrival\tevent\tlatency_ms\tfollower\tkind\n")
+            for i, f in enumerate(followers):
+                for now, event_id, latency in f.trace:
+                    dump.write(f"{now:.4f}\t{event_id}\t{latency:.1f}\t{i}\t{f.kind}\n")
     Path(out).write_text(json.dumps(result) + "\n")
     print(json.dumps(result, indent=1))
 

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -32,6 +33,7 @@ from control_plane import errors
 from control_plane.config import Settings
 from control_plane.database import api_connect_kwargs
 from control_plane.errors import DomainError
+from control_plane.metrics import observe_feed_own_read
 from control_plane.overload_metrics import count_shed
 
 log = logging.getLogger("control_plane.feed")
@@ -237,6 +239,83 @@ class CoalescedReads(Generic[T]):
             self._fetch(key[0], batch.after, batch.credential)
         )
         task.add_done_callback(batch.settle)
+
+
+# An own read's answer: one verdict per caller (None: may read, else the SQLSTATE of its
+# refusal) and the page every caller with a None verdict may read (None when nobody may).
+OwnVerdicts = tuple[list[str | None], str | None]
+MAX_OWN_BATCH = 1000  # callers per call; beyond, a second batch opens
+
+
+class OwnReads:
+    """Own reads (each caller's authorization checked in SQL, now) of the same page — one
+    session, cursor and limit — become one database call that checks every caller's token and
+    membership and reads the page once (`runtime_node_events_read_batch_v2`).
+
+    Why: every long-poll request starts with an own read, and the followers of a session that
+    one wake-up answered come back together, with the same cursor. One read per request queued
+    them on the read class's few admission slots (measured: own reads waited 150-475 ms p50 in
+    a worker while the shared reads took 10 ms). A batch takes one slot and stays open to
+    newcomers while it waits for it, so under load each call carries more callers and idle
+    traffic waits no longer than before (one loop iteration)."""
+
+    def __init__(
+        self,
+        slot: Callable[[], AbstractAsyncContextManager[Any]],
+        fetch: Callable[[list[bytes], str, int | None, int], Coroutine[Any, Any, OwnVerdicts]],
+    ) -> None:
+        self._slot = slot
+        self._fetch = fetch
+        self._open: dict[tuple[str, int | None, int], _OwnBatch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def read(
+        self, session: str, after: int | None, limit: int, digest: bytes
+    ) -> tuple[str | None, str | None]:
+        """(verdict, page) for this caller: see OwnVerdicts."""
+        key = (session, after, limit)
+        batch = self._open.get(key)
+        if batch is None or len(batch.digests) >= MAX_OWN_BATCH:
+            batch = _OwnBatch(asyncio.get_running_loop().create_future())
+            self._open[key] = batch
+            task = asyncio.get_running_loop().create_task(self._run(key, batch))
+            self._tasks.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._tasks.discard)
+        index = len(batch.digests)
+        batch.digests.append(digest)
+        # shield: one caller going away must not cancel the call the others wait for.
+        verdicts, page = await asyncio.shield(batch.future)
+        return verdicts[index], page
+
+    async def _run(self, key: tuple[str, int | None, int], batch: _OwnBatch) -> None:
+        try:
+            # The admission slot first: until it is granted the batch takes newcomers.
+            async with self._slot():
+                self._close(key, batch)
+                result = await self._fetch(batch.digests, *key)
+            observe_feed_own_read(len(batch.digests))
+        except asyncio.CancelledError:  # the worker is stopping
+            self._close(key, batch)
+            batch.future.cancel()
+            raise
+        except Exception as exc:  # every caller gets the fault (503, 400, ...)
+            self._close(key, batch)
+            batch.future.set_exception(exc)
+            batch.future.add_done_callback(_retrieve)  # no "never retrieved" if all left
+        else:
+            batch.future.set_result(result)
+
+    def _close(self, key: tuple[str, int | None, int], batch: _OwnBatch) -> None:
+        if self._open.get(key) is batch:
+            del self._open[key]
+
+
+class _OwnBatch:
+    __slots__ = ("digests", "future")
+
+    def __init__(self, future: asyncio.Future[OwnVerdicts]) -> None:
+        self.digests: list[bytes] = []
+        self.future = future
 
 
 class _Batch(Generic[T]):

@@ -125,6 +125,17 @@ class _ProcessMetrics:
             "Heartbeats carried by those calls (divided by batches: beats per round trip).",
             registry=target,
         )
+        self.feed_own_reads = Counter(
+            "control_plane_feed_own_reads",
+            "runtime_node_events_read_batch_v2 calls that returned: the change feed's own "
+            "(authorizing) reads, one database round trip each.",
+            registry=target,
+        )
+        self.feed_own_read_callers = Counter(
+            "control_plane_feed_own_read_callers",
+            "Feed requests authorized by those calls (divided by calls: callers per round trip).",
+            registry=target,
+        )
         # livesum: the sum over the workers that are alive (a dead worker's waiters are gone).
         subscribers = Gauge(
             "control_plane_feed_subscribers",
@@ -168,6 +179,12 @@ def feed_subscriber(transport: str) -> Iterator[None]:
 
 def observe_feed_delivery(lag_seconds: float) -> None:
     _process_metrics().feed_delivery_lag.observe(max(0.0, lag_seconds))
+
+
+def observe_feed_own_read(callers: int) -> None:
+    metrics = _process_metrics()
+    metrics.feed_own_reads.inc()
+    metrics.feed_own_read_callers.inc(callers)
 
 
 def observe_heartbeat_batch(beats: int) -> None:

@@ -8,9 +8,11 @@
   re-checks the caller's authorization in SQL) at least every keep-alive interval (15 s); it
   ends when the caller may no longer read the session, or the cursor expired.
 
-Every read is one call of `runtime_node_events_read_v2` (participant token) or
-`admin_session_events_v2` (the admin token, contract §11): authorization, the 410 for an expired
-cursor and the 400 for a bad limit are decided there.
+Every read is decided in SQL: a participant's own read is one call of
+`runtime_node_events_read_batch_v2` shared with the callers that want the same page at the same
+moment, each authorized with its own token (control_plane/feed.py, OwnReads); the admin token's
+is `admin_session_events_v2` (contract §11). Authorization, the 410 for an expired cursor and
+the 400 for a bad limit are decided there.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from control_plane import errors
 from control_plane.admission import AdmittedPool
 from control_plane.auth import Auth, auth_opt, is_admin, participant_digest
 from control_plane.database import CONNECTION_ERRORS
-from control_plane.errors import DomainError
-from control_plane.feed import CoalescedReads, FeedHub, Waiter
+from control_plane.errors import DomainError, SqlStateRefusal
+from control_plane.feed import CoalescedReads, FeedHub, OwnReads, OwnVerdicts, Waiter
 from control_plane.http import json_response, path_uuid
 from control_plane.metrics import feed_subscriber, observe_feed_delivery
 from control_plane.schemas import EventsPage
@@ -60,6 +62,9 @@ _MAX_CURSOR = 2**63 - 1
 _INTEGER = re.compile(r"0|[1-9][0-9]{0,18}")
 _SECONDS = re.compile(r"(0|[1-9][0-9]?)(\.[0-9]{1,3})?")
 _PARTICIPANT_SQL = "SELECT control_plane.runtime_node_events_read_v2($1, $2, $3, $4)"
+_BATCH_SQL = (
+    "SELECT sqlstates, page FROM control_plane.runtime_node_events_read_batch_v2($1, $2, $3, $4)"
+)
 _ADMIN_SQL = "SELECT control_plane.admin_session_events_v2($1, $2, $3)"
 # Refusals that end an SSE stream (the caller lost access, or must re-read the roster).
 CURSOR_EXPIRED = errors.SQLSTATE_ERRORS["CPG10"]
@@ -157,6 +162,21 @@ async def shared_fetch(
     return decode_page(str(text), MAX_LIMIT)
 
 
+async def own_fetch(
+    api_pool: asyncpg.Pool, digests: list[bytes], session: str, after: int | None, limit: int
+) -> OwnVerdicts:
+    """The fetch behind OwnReads: every caller's verdict and the page, in one call."""
+    row = await api_pool.fetchrow(_BATCH_SQL, digests, UUID(session), after, limit)
+    assert row is not None  # a function with OUT parameters returns exactly one row
+    return list(row["sqlstates"]), row["page"]
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    if isinstance(exc, SqlStateRefusal):
+        return exc.sqlstate
+    return getattr(exc, "sqlstate", None)
+
+
 @dataclass(slots=True)
 class _Reader:
     """One caller's reads of one session's feed (admin or participant)."""
@@ -165,6 +185,7 @@ class _Reader:
     session: UUID
     digest: bytes | None  # None: the admin token
     limit: int
+    own: OwnReads
     shared: CoalescedReads[Page]
     fresh_for: float  # seconds an own read's authorization is relied upon (the keep-alive)
     authorized_at: float = float("-inf")
@@ -174,9 +195,13 @@ class _Reader:
         if self.digest is None:
             text = await self.pool.fetchval(_ADMIN_SQL, self.session, after, self.limit)
         else:
-            text = await self.pool.fetchval(
-                _PARTICIPANT_SQL, self.digest, self.session, after, self.limit
-            )
+            verdict, text = await self.own.read(str(self.session), after, self.limit, self.digest)
+            if verdict == "CPG10":  # raised by the single read, with the function's message
+                text = await self.pool.fetchval(
+                    _PARTICIPANT_SQL, self.digest, self.session, after, self.limit
+                )
+            elif verdict is not None:
+                raise SqlStateRefusal(verdict)  # mapped like a raised SQLSTATE (problems.py)
         self.authorized_at = time.monotonic()
         return str(text)
 
@@ -245,6 +270,7 @@ async def events(request: Req, session_id: str) -> Response[EventsPage]:
         sid,
         None if as_admin else participant_digest(authorization),
         limit,
+        request.app.state.feed_own_reads,
         request.app.state.feed_reads,
         keepalive,
     )
@@ -330,10 +356,10 @@ async def _reread(reader: _Reader, after: int) -> Page | None:
     database outage keeps the stream open: the next tick tries again."""
     try:
         return await reader.follow(after)
-    except asyncpg.PostgresError as exc:
-        if getattr(exc, "sqlstate", None) in _STREAM_ENDING_SQLSTATES:
+    except (asyncpg.PostgresError, SqlStateRefusal) as exc:
+        if _sqlstate(exc) in _STREAM_ENDING_SQLSTATES:
             return None
-        if errors.kind_for_sqlstate(getattr(exc, "sqlstate", None)) is errors.UNAVAILABLE:
+        if errors.kind_for_sqlstate(_sqlstate(exc)) is errors.UNAVAILABLE:
             return Page([], after, False)
         raise
     except CONNECTION_ERRORS:

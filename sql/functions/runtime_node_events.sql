@@ -138,6 +138,17 @@ COMMENT ON FUNCTION control_plane.runtime_node_events_revision() IS
 REVOKE ALL ON FUNCTION control_plane.runtime_node_events_revision() FROM PUBLIC;
 
 -- Shared body of the participant and admin readers: p_session_id already authorized.
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_cursor_expired(p_after bigint)
+    RETURNS boolean
+    LANGUAGE sql
+    STABLE
+    SET search_path = control_plane, pg_catalog, pg_temp
+RETURN p_after < (SELECT r.purged_through FROM control_plane.runtime_node_event_retention r);
+COMMENT ON FUNCTION control_plane.runtime_node_events_cursor_expired(bigint) IS
+    'Internal: whether a feed cursor is older than the retention horizon (events after it were '
+    'purged: CPG10, events.cursor_expired); NULL for a NULL cursor (from the oldest retained).';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_events_cursor_expired(bigint) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_page(
     p_session_id uuid,
     p_after bigint,
@@ -150,13 +161,11 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_page(
     SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
 AS $fn$
 DECLARE
-    v_purged bigint;
     v_events text;
     v_count bigint;
     v_last bigint;
 BEGIN
-    SELECT r.purged_through INTO v_purged FROM runtime_node_event_retention r;
-    IF p_after IS NOT NULL AND p_after < v_purged THEN
+    IF runtime_node_events_cursor_expired(p_after) THEN
         RAISE EXCEPTION 'the cursor is older than the retention horizon: re-read the roster'
             USING ERRCODE = 'CPG10';
     END IF;
@@ -249,6 +258,60 @@ COMMENT ON FUNCTION control_plane.runtime_node_events_read_v2(bytea, uuid, bigin
 REVOKE ALL ON FUNCTION control_plane.runtime_node_events_read_v2(bytea, uuid, bigint, integer)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_events_read_v2(bytea, uuid, bigint, integer)
+    TO control_plane_api;
+
+-- Own reads batched (control_plane/feed.py, OwnReads): the followers of a session that re-read
+-- the same page at the same moment (long-poll requests answered by one wake-up come back
+-- together) are authorized one by one and read the page once, in one round trip.
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_read_batch_v2(
+    p_token_sha256s bytea[],
+    p_session_id uuid,
+    p_after bigint,
+    p_limit integer,
+    OUT sqlstates text[],
+    OUT page text
+)
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
+AS $fn$
+BEGIN
+    PERFORM runtime_node_events_check_page(p_after, p_limit);  -- CP400, the same for every caller
+    IF p_token_sha256s IS NULL OR coalesce(array_ndims(p_token_sha256s), 1) <> 1 THEN
+        RAISE EXCEPTION 'token digests must be a one-dimensional array' USING ERRCODE = 'CP400';
+    END IF;
+    -- The refusals of runtime_node_events_read_v2, caller by caller and in its order.
+    SELECT coalesce(array_agg(
+               CASE WHEN c.participant_id IS NULL THEN 'CP401'
+                    WHEN NOT EXISTS (SELECT 1 FROM session_memberships m
+                                      WHERE m.session_id = p_session_id
+                                        AND m.participant_id = c.participant_id
+                                        AND m.state = 'active') THEN 'CP403'
+               END ORDER BY c.ord), '{}')
+      INTO sqlstates
+      FROM (SELECT i.ord, token_participant(i.token_sha256) AS participant_id
+              FROM unnest(p_token_sha256s) WITH ORDINALITY AS i (token_sha256, ord)) c;
+    IF array_position(sqlstates, NULL) IS NULL THEN
+        RETURN;  -- nobody may read this session: no page, and nothing said about its feed
+    END IF;
+    IF runtime_node_events_cursor_expired(p_after) THEN
+        sqlstates := array_replace(sqlstates, NULL, 'CPG10');
+        RETURN;
+    END IF;
+    page := runtime_node_events_page(p_session_id, p_after, p_limit);
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.runtime_node_events_read_batch_v2(bytea[], uuid, bigint, integer) IS
+    'runtime_node_events_read_v2 for several callers of the same page (session, p_after, '
+    'p_limit) in one call: p_limit or p_after out of range → CP400 for the whole call; otherwise '
+    'sqlstates holds one verdict per digest, in order — NULL (may read), CP401 (unknown, expired '
+    'or revoked token), CP403 (not an active member, or no such session), CPG10 (may read, but '
+    'p_after is below the retention horizon) — and page is the {events, next} document every '
+    'NULL-verdict caller may read (NULL when none may). Writes nothing, takes no lock.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_events_read_batch_v2(bytea[], uuid, bigint, integer)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION control_plane.runtime_node_events_read_batch_v2(bytea[], uuid, bigint, integer)
     TO control_plane_api;
 
 -- Deprecated in 0.3.0: the 0.2.0 result type (jsonb), for SQL callers. The app calls _v2.

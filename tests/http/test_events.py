@@ -4,6 +4,7 @@ connection being killed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import secrets
@@ -75,7 +76,8 @@ def feed_server(
         admin_token,
         tmp_path_factory.mktemp("feed"),
         "feed",
-        {"FEED_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS)},
+        # A long queue wait: the batching test holds the read slots on a lock for a moment.
+        {"FEED_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS), "ADMISSION_QUEUE_WAIT_MS": "8000"},
     )
     try:
         yield proc
@@ -260,6 +262,56 @@ def test_refusals_are_one_byte_identical_403(
                 bodies.add(r.content)
     assert len(bodies) == 1, bodies
     assert owner.session_id.encode() not in next(iter(bodies))
+
+
+def test_own_reads_of_one_page_share_a_call_and_each_caller_gets_its_own_verdict(
+    feed: httpx.Client,
+    feed_server: ServerProcess,
+    make_member: Callable[..., Member],
+    make_participant: Callable[..., tuple[str, str]],
+    db: psycopg.Connection,
+    problem: Problem,
+) -> None:
+    owner = make_member()
+    attach(feed, owner)
+    cursor = page(feed, owner)["next"] - 1  # the page holds the last event
+    members = [make_member(owner.session_id, role="viewer") for _ in range(12)]
+    strangers = [make_participant()[1] for _ in range(6)]
+    suspended = make_member(owner.session_id, role="viewer", state="suspended")
+    tokens = [m.token for m in members] + strangers + [suspended.token, "cpt_" + "0" * 43]
+    calls, callers = (
+        "control_plane_feed_own_reads_total",
+        "control_plane_feed_own_read_callers_total",
+    )
+    calls_before, callers_before = _metric(feed, calls), _metric(feed, callers)
+
+    async def read_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=feed_server.base_url, timeout=30.0) as client:
+            return await asyncio.gather(*(
+                client.get(events_path(owner.session_id), params={"after": cursor},
+                           headers=bearer(token))
+                for token in tokens
+            ))  # fmt: skip
+
+    # Hold the first reads on a lock (the feed's horizon table) so that the others arrive
+    # while every read slot is taken: they must share the next call.
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        with db.transaction():
+            db.execute(
+                "LOCK TABLE control_plane.runtime_node_event_retention IN ACCESS EXCLUSIVE MODE"
+            )
+            responses = ex.submit(asyncio.run, read_all())
+            time.sleep(1.0)  # below the API role's lock_timeout (3 s)
+        answers = responses.result(timeout=30)
+    bodies = {r.content for r in answers[: len(members)]}
+    assert [r.status_code for r in answers[: len(members)]] == [200] * len(members), answers[0].text
+    assert len(bodies) == 1 and json.loads(next(iter(bodies)))["events"], bodies
+    refused = {problem(r, 403, "runtimenode.permission_denied") and r.content
+               for r in answers[len(members) : -1]}  # fmt: skip
+    assert len(refused) == 1, refused  # the uniform 403, whoever shared the call
+    problem(answers[-1], 401, "auth.unauthenticated")
+    assert _metric(feed, callers) - callers_before == len(tokens)
+    assert _metric(feed, calls) - calls_before <= len(tokens) / 2, "the reads were not shared"
 
 
 def test_no_or_unknown_token_is_401(

@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(131);
+SELECT plan(145);
 
 -- The fixture's events, newest last, and the newest one of a node.
 CREATE FUNCTION pg_temp.evs() RETURNS SETOF control_plane.runtime_node_events
@@ -343,6 +343,39 @@ SELECT lives_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L
                 'limit 1000 and a cursor at the retention horizon are fine');
 SELECT is(pg_temp.fp(), :'fp9', 'reading writes nothing');
 
+-- runtime_node_events_read_batch_v2: the callers of one page, each authorized with its own token --
+CREATE TEMP TABLE batch AS
+SELECT * FROM control_plane.runtime_node_events_read_batch_v2(
+    ARRAY[pg_temp.d('vic'), pg_temp.d('out'), sha256('nobody'::bytea), pg_temp.d('pam'), pg_temp.d('ann')],
+    pg_temp.s('s1'), NULL, 1000);
+SELECT is((SELECT sqlstates FROM batch), ARRAY[NULL, 'CP403', 'CP401', 'CP403', NULL]::text[],
+          'batch: one verdict per caller, in order (NULL: may read)');
+SELECT is((SELECT page FROM batch),
+          control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000),
+          'batch: the page of a single read, byte for byte');
+SELECT is((SELECT page FROM control_plane.runtime_node_events_read_batch_v2(
+               ARRAY[pg_temp.d('ann')], pg_temp.s('s1'), :third, 2)),
+          control_plane.runtime_node_events_read_v2(pg_temp.d('ann'), pg_temp.s('s1'), :third, 2),
+          'batch: after and limit as a single read');
+SELECT is((SELECT row(b.sqlstates, b.page)::text FROM control_plane.runtime_node_events_read_batch_v2(
+               ARRAY[pg_temp.d('out'), sha256('nobody'::bytea)], pg_temp.s('s1'), NULL, 10) b),
+          row(ARRAY['CP403', 'CP401']::text[], NULL::text)::text,
+          'batch: when nobody may read, no page');
+SELECT is((SELECT row(b.sqlstates, b.page)::text FROM control_plane.runtime_node_events_read_batch_v2(
+               ARRAY[pg_temp.d('ann')], gen_random_uuid(), NULL, 10) b),
+          row(ARRAY['CP403']::text[], NULL::text)::text, 'batch: an unknown session is a 403');
+SELECT is((SELECT row(b.sqlstates, b.page)::text FROM control_plane.runtime_node_events_read_batch_v2(
+               ARRAY[]::bytea[], pg_temp.s('s1'), NULL, 10) b),
+          row(ARRAY[]::text[], NULL::text)::text, 'batch: no caller, no verdict and no page');
+SELECT throws_ok(format($$SELECT * FROM control_plane.runtime_node_events_read_batch_v2(ARRAY[%L::bytea], %L, NULL, %s)$$,
+                        pg_temp.d('ann'), pg_temp.s('s1'), lim), 'CP400', NULL, format('batch: limit %s → 400', lim))
+  FROM unnest(ARRAY['0', '1001', 'NULL']) lim;
+SELECT throws_ok(format($$SELECT * FROM control_plane.runtime_node_events_read_batch_v2(ARRAY[%L::bytea], %L, -1, 10)$$,
+                        pg_temp.d('ann'), pg_temp.s('s1')), 'CP400', NULL, 'batch: a negative cursor → 400');
+SELECT throws_ok(format($$SELECT * FROM control_plane.runtime_node_events_read_batch_v2(NULL, %L, NULL, 10)$$,
+                        pg_temp.s('s1')), 'CP400', NULL, 'batch: no array → 400');
+SELECT is(pg_temp.fp(), :'fp9', 'batched reads write nothing');
+
 -- admin_session_events ------------------------------------------------------------------------------
 SELECT is(control_plane.admin_session_events_v2(pg_temp.s('s1'), NULL, 1000)::jsonb,
           control_plane.runtime_node_events_read_v2(pg_temp.d('vic'), pg_temp.s('s1'), NULL, 1000)::jsonb,
@@ -409,6 +442,10 @@ SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %
                  'CPG10', NULL, 'a cursor below the horizon has expired (410)');
 SELECT throws_ok(format($$SELECT control_plane.admin_session_events_v2(%L, 0, 10)$$, pg_temp.s('s1')),
                  'CPG10', NULL, 'for the admin too');
+SELECT is((SELECT row(b.sqlstates, b.page)::text FROM control_plane.runtime_node_events_read_batch_v2(
+               ARRAY[pg_temp.d('ann'), pg_temp.d('out')], pg_temp.s('s1'), :first_s1, 10) b),
+          row(ARRAY['CPG10', 'CP403']::text[], NULL::text)::text,
+          'batch: the expired cursor is the reader''s verdict, the refused caller keeps its 403');
 SELECT is((control_plane.runtime_node_events_read_v2(pg_temp.d('ann'), pg_temp.s('s1'), NULL, 1)::jsonb -> 'events' -> 0 ->> 'id')::bigint,
           :first_s1::bigint + 2, 'after omitted: from the oldest retained event');
 SELECT lives_ok(format($$SELECT control_plane.runtime_node_events_read_v2(%L, %L, %s, 10)$$,
@@ -433,6 +470,9 @@ SELECT is(pg_temp.caps('ann', 'timed', '{"t": 2}') -> 'offlineAfterSeconds', '12
 SELECT ok(has_function_privilege('control_plane_api',
               'control_plane.runtime_node_events_read_v2(bytea,uuid,bigint,integer)', 'EXECUTE'),
           'the API role may read a session''s feed (as a member)');
+SELECT ok(has_function_privilege('control_plane_api',
+              'control_plane.runtime_node_events_read_batch_v2(bytea[],uuid,bigint,integer)', 'EXECUTE'),
+          'the API role may read it for several callers at once');
 SELECT is(ARRAY(SELECT a.grantee::regrole::text FROM pg_proc p, aclexplode(p.proacl) a
                  WHERE p.oid = 'control_plane.admin_session_events_v2(uuid,bigint,integer)'::regprocedure
                    AND a.grantee <> p.proowner ORDER BY 1),
@@ -446,6 +486,8 @@ SELECT is(ARRAY(SELECT f FROM unnest(ARRAY[
                     'control_plane.runtime_node_events_page(uuid,bigint,integer)',
                     'control_plane.runtime_node_events_revision()',
                     'control_plane.runtime_node_events_check_page(bigint,integer)',
+                    'control_plane.runtime_node_events_cursor_expired(bigint)',
+                    'control_plane.token_participant(bytea)',
                     'control_plane.runtime_node_events_lock_key()',
                     'control_plane.advertised_timing()',
                     'control_plane.check_reason(text,text)']) f
