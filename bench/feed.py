@@ -23,6 +23,8 @@ App RSS (every process of the app) is sampled during the active phase. The serve
 the same phase is reported too: its delivery-lag histogram (commit → read of a woken follower)
 read from /metrics before and after, since on a shared machine the followers' process adds its
 own scheduling delay to what it measures (it runs on uvloop to keep that small).
+BENCH_FEED_DUMP=<path> also writes every delivery (arrival time, event id, latency, follower,
+transport) as TSV: where a tail sits in time and by transport (docs/performance.md §8).
 """
 
 from __future__ import annotations
