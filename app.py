@@ -13,7 +13,7 @@ from control_plane import problems
 from control_plane.admission import RequestClass
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_admin_pool, create_pool
-from control_plane.feed import CoalescedReads, FeedHub, OwnReads
+from control_plane.feed import CoalescedReads, FeedHub, OwnReads, Reauthorizations
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.methods import ControlPlaneApp
@@ -22,7 +22,7 @@ from control_plane.openapi import document_contract, document_request_bodies, op
 from control_plane.overload import start_overload_protection, stop_overload_protection
 from routes.admin import admin_router
 from routes.bench import bench_routes
-from routes.events import own_fetch, shared_fetch
+from routes.events import authorize_fetch, own_fetch, shared_fetch
 from routes.ops import healthz, metrics, readyz
 from routes.runtime_nodes import runtime_node_router
 
@@ -61,10 +61,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # slot of the read class), each caller authorized with its own token.
         read_gate = app.state.admission.gates[RequestClass.READ]
         app.state.feed_own_reads = OwnReads(
-            lambda: read_gate,
-            lambda digests, session, after, limit: own_fetch(
-                api_pool, digests, session, after, limit
-            ),
+            lambda: read_gate, lambda key, digests: own_fetch(api_pool, key, digests)
+        )
+        # Idle SSE streams' periodic re-checks, due together on a grid: one call per instant.
+        app.state.feed_reauthorizations = Reauthorizations(
+            lambda: read_gate, lambda key, items: authorize_fetch(api_pool, key, items)
         )
 
     async def close_pool(app: Litestar) -> None:

@@ -13,7 +13,9 @@ own here). Phases:
    then with everyone parked. What the followers cost while idle is the difference (a
    long-poll follower re-polls once per `wait` = 60 s, outside the windows; an SSE stream
    re-checks its caller once per 15 s, one round inside its 16 s window).
-2. active (DURATION s): ~RATE events/s from real operations — capability updates toggling
+2. active (ROUNDS x DURATION s, 3 x 15 by default; latency percentiles per round by event id,
+   reported with their median over the rounds: one noisy moment on a shared machine moves one
+   round, not the result): ~RATE events/s from real operations — capability updates toggling
    nodes' slot state through HTTP, and heartbeats of nodes whose presence is then made stale
    so that the pg_cron sweep demotes them (health_changed by the sweep). Every follower records
    commit-to-client latency (arrival minus the event's `at`, the writing transaction's time on
@@ -30,6 +32,7 @@ transport) as TSV: where a tail sits in time and by transport (docs/performance.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime as dt
 import json
@@ -46,7 +49,8 @@ from urllib.parse import urlsplit
 import psycopg
 
 SUBSCRIBERS = int(os.environ.get("BENCH_FEED_SUBSCRIBERS", "1000"))
-DURATION = float(os.environ.get("BENCH_FEED_DURATION", "20"))
+DURATION = float(os.environ.get("BENCH_FEED_DURATION", "15"))  # per round
+ROUNDS = int(os.environ.get("BENCH_FEED_ROUNDS", "3"))
 RATE = float(os.environ.get("BENCH_FEED_RATE", "200"))
 IDLE_WINDOW = float(os.environ.get("BENCH_FEED_IDLE_WINDOW", "8"))
 DUMP = os.environ.get("BENCH_FEED_DUMP", "")  # a TSV of every delivery, to find where a tail is
@@ -270,6 +274,7 @@ def xacts(db: psycopg.Connection) -> int:
 FEED_FUNCTIONS = (
     "runtime_node_events_read_v2",
     "runtime_node_events_read_batch_v2",
+    "runtime_node_events_authorize_v2",
     "admin_session_events_v2",
 )
 
@@ -363,6 +368,13 @@ def bucket_quantile(
     return None
 
 
+def max_event_id(db: psycopg.Connection) -> int:
+    cur = db.execute("SELECT coalesce(max(id), 0) FROM control_plane.runtime_node_events")
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -442,14 +454,18 @@ async def measure(
     lag_before = await delivery_lag_buckets(host, port)
     producer = asyncio.create_task(produce(host, port, nodes, database_url, produce_stop))  # type: ignore[arg-type]
     rss: list[float] = []
-    begun = time.monotonic()
-    while time.monotonic() - begun < DURATION:
-        await asyncio.sleep(1)
-        if (value := app_rss_mib()) is not None:
-            rss.append(value)
+    boundaries = [after]  # round k holds the events with ids in (boundaries[k], boundaries[k+1]]
+    for _ in range(ROUNDS):
+        begun = time.monotonic()
+        while time.monotonic() - begun < DURATION:
+            await asyncio.sleep(1)
+            if (value := app_rss_mib()) is not None:
+                rss.append(value)
+        boundaries.append(max_event_id(db))
     produce_stop.set()
     result["producer_requests"] = await producer
-    last = int(db.execute("SELECT max(id) FROM control_plane.runtime_node_events").fetchone()[0])  # type: ignore[index]
+    last = max_event_id(db)
+    boundaries[-1] = last  # requests in flight at the end belong to the last round
     expected: dict[str, set[int]] = {}
     for session, ids in db.execute(
         "SELECT session_id::text, array_agg(id) FROM control_plane.runtime_node_events"
@@ -489,18 +505,32 @@ async def measure(
         missed += len(expected.get(f.session, set()) - set(got))
         dup += len(got) - len(set(got))
     latencies = [x for f in followers for x in f.latencies_ms]
+    per_round: list[list[float]] = [[] for _ in range(ROUNDS)]
+    for f in followers:
+        for event_id, latency in zip(f.ids, f.latencies_ms, strict=True):
+            k = bisect.bisect_left(boundaries, event_id) - 1
+            if 0 <= k < ROUNDS:
+                per_round[k].append(latency)
+    rounds = [{"p50": pct(v, 0.5), "p99": pct(v, 0.99), "deliveries": len(v)} for v in per_round]
     total_events = sum(len(v) for v in expected.values())
     result.update(
         {
-            "duration_s": DURATION,
+            "duration_s": DURATION * ROUNDS,
             "events": total_events,
-            "events_per_s": round(total_events / DURATION, 1),
+            "events_per_s": round(total_events / (DURATION * ROUNDS), 1),
             "events_by_kind": kinds,
             "deliveries": len(latencies),
             "latency_ms": {
                 "p50": pct(latencies, 0.5),
                 "p99": pct(latencies, 0.99),
                 "max": pct(latencies, 1.0),
+            },  # fmt: skip
+            "latency_ms_rounds": rounds,
+            "latency_ms_median_of_rounds": {
+                q: statistics.median(x for r in rounds if (x := r[q]) is not None)
+                if any(r[q] is not None for r in rounds)
+                else None
+                for q in ("p50", "p99")
             },  # fmt: skip
             "latency_ms_by_kind": {
                 k: {"p50": pct(v, 0.5), "p99": pct(v, 0.99)}

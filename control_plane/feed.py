@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -33,7 +34,7 @@ from control_plane import errors
 from control_plane.config import Settings
 from control_plane.database import api_connect_kwargs
 from control_plane.errors import DomainError
-from control_plane.metrics import observe_feed_own_read
+from control_plane.metrics import observe_feed_own_read, observe_feed_reauthorization
 from control_plane.overload_metrics import count_shed
 
 log = logging.getLogger("control_plane.feed")
@@ -241,10 +242,79 @@ class CoalescedReads(Generic[T]):
         task.add_done_callback(batch.settle)
 
 
+K = TypeVar("K")
+Item = TypeVar("Item")
+MAX_SLOT_BATCH = 1000  # items per call; beyond, a second batch opens
+
+
+class SlotBatches(Generic[K, Item, T]):
+    """Calls that are due together and share a key become one database call over all their
+    items; the call takes one admission slot of the read class and its batch stays open to
+    newcomers until that slot is granted. An idle service adds one loop iteration; a busy one
+    puts more items in each call (the heartbeat coalescer's idea, for the feed's reads).
+    `submit` returns the call's result and the caller's index in it; a fault of the call (503,
+    400, ...) reaches every caller of the batch."""
+
+    def __init__(
+        self,
+        slot: Callable[[], AbstractAsyncContextManager[Any]],
+        fetch: Callable[[K, list[Item]], Coroutine[Any, Any, T]],
+        observe: Callable[[int], None],
+    ) -> None:
+        self._slot = slot
+        self._fetch = fetch
+        self._observe = observe
+        self._open: dict[K, _SlotBatch[Item, T]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, key: K, item: Item) -> tuple[T, int]:
+        batch = self._open.get(key)
+        if batch is None or len(batch.items) >= MAX_SLOT_BATCH:
+            batch = _SlotBatch[Item, T](asyncio.get_running_loop().create_future())
+            self._open[key] = batch
+            task = asyncio.get_running_loop().create_task(self._run(key, batch))
+            self._tasks.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._tasks.discard)
+        index = len(batch.items)
+        batch.items.append(item)
+        # shield: one caller going away must not cancel the call the others wait for.
+        return await asyncio.shield(batch.future), index
+
+    async def _run(self, key: K, batch: _SlotBatch[Item, T]) -> None:
+        try:
+            # The admission slot first: until it is granted the batch takes newcomers.
+            async with self._slot():
+                self._close(key, batch)
+                result = await self._fetch(key, batch.items)
+            self._observe(len(batch.items))
+        except asyncio.CancelledError:  # the worker is stopping
+            self._close(key, batch)
+            batch.future.cancel()
+            raise
+        except Exception as exc:
+            self._close(key, batch)
+            batch.future.set_exception(exc)
+            batch.future.add_done_callback(_retrieve)  # no "never retrieved" if all left
+        else:
+            batch.future.set_result(result)
+
+    def _close(self, key: K, batch: _SlotBatch[Item, T]) -> None:
+        if self._open.get(key) is batch:
+            del self._open[key]
+
+
+class _SlotBatch(Generic[Item, T]):
+    __slots__ = ("items", "future")
+
+    def __init__(self, future: asyncio.Future[T]) -> None:
+        self.items: list[Item] = []
+        self.future = future
+
+
 # An own read's answer: one verdict per caller (None: may read, else the SQLSTATE of its
 # refusal) and the page every caller with a None verdict may read (None when nobody may).
 OwnVerdicts = tuple[list[str | None], str | None]
-MAX_OWN_BATCH = 1000  # callers per call; beyond, a second batch opens
+PageKey = tuple[str, int | None, int]  # session, cursor, limit
 
 
 class OwnReads:
@@ -255,67 +325,55 @@ class OwnReads:
     Why: every long-poll request starts with an own read, and the followers of a session that
     one wake-up answered come back together, with the same cursor. One read per request queued
     them on the read class's few admission slots (measured: own reads waited 150-475 ms p50 in
-    a worker while the shared reads took 10 ms). A batch takes one slot and stays open to
-    newcomers while it waits for it, so under load each call carries more callers and idle
-    traffic waits no longer than before (one loop iteration)."""
+    a worker while the shared reads took 10 ms)."""
 
     def __init__(
         self,
         slot: Callable[[], AbstractAsyncContextManager[Any]],
-        fetch: Callable[[list[bytes], str, int | None, int], Coroutine[Any, Any, OwnVerdicts]],
+        fetch: Callable[[PageKey, list[bytes]], Coroutine[Any, Any, OwnVerdicts]],
     ) -> None:
-        self._slot = slot
-        self._fetch = fetch
-        self._open: dict[tuple[str, int | None, int], _OwnBatch] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batches = SlotBatches[PageKey, bytes, OwnVerdicts](slot, fetch, observe_feed_own_read)
 
     async def read(
         self, session: str, after: int | None, limit: int, digest: bytes
     ) -> tuple[str | None, str | None]:
         """(verdict, page) for this caller: see OwnVerdicts."""
-        key = (session, after, limit)
-        batch = self._open.get(key)
-        if batch is None or len(batch.digests) >= MAX_OWN_BATCH:
-            batch = _OwnBatch(asyncio.get_running_loop().create_future())
-            self._open[key] = batch
-            task = asyncio.get_running_loop().create_task(self._run(key, batch))
-            self._tasks.add(task)  # the loop keeps only a weak reference
-            task.add_done_callback(self._tasks.discard)
-        index = len(batch.digests)
-        batch.digests.append(digest)
-        # shield: one caller going away must not cancel the call the others wait for.
-        verdicts, page = await asyncio.shield(batch.future)
+        (verdicts, page), index = await self._batches.submit((session, after, limit), digest)
         return verdicts[index], page
 
-    async def _run(self, key: tuple[str, int | None, int], batch: _OwnBatch) -> None:
-        try:
-            # The admission slot first: until it is granted the batch takes newcomers.
-            async with self._slot():
-                self._close(key, batch)
-                result = await self._fetch(batch.digests, *key)
-            observe_feed_own_read(len(batch.digests))
-        except asyncio.CancelledError:  # the worker is stopping
-            self._close(key, batch)
-            batch.future.cancel()
-            raise
-        except Exception as exc:  # every caller gets the fault (503, 400, ...)
-            self._close(key, batch)
-            batch.future.set_exception(exc)
-            batch.future.add_done_callback(_retrieve)  # no "never retrieved" if all left
-        else:
-            batch.future.set_result(result)
 
-    def _close(self, key: tuple[str, int | None, int], batch: _OwnBatch) -> None:
-        if self._open.get(key) is batch:
-            del self._open[key]
+# The re-authorization of idle SSE streams happens on a grid shared by the worker's streams, so
+# that they are due together and one call re-checks them all, whatever their sessions.
+REAUTHORIZE_GRID_PARTS = 3  # grid period: the keep-alive interval / 3
 
 
-class _OwnBatch:
-    __slots__ = ("digests", "future")
+def reauthorize_at(authorized_at: float, keepalive: float) -> float:
+    """The latest grid instant at most `keepalive` after `authorized_at` (monotonic clock):
+    a stream is re-checked between 2/3 and all of `keepalive` after its last check, never
+    later, and every stream of the worker due in that grid period at the same instant."""
+    period = keepalive / REAUTHORIZE_GRID_PARTS
+    return math.floor((authorized_at + keepalive) / period) * period
 
-    def __init__(self, future: asyncio.Future[OwnVerdicts]) -> None:
-        self.digests: list[bytes] = []
-        self.future = future
+
+class Reauthorizations:
+    """Idle SSE streams' re-checks (contract §9: at least every 15 s) due together — one grid
+    instant, any sessions — become one call (`runtime_node_events_authorize_v2`): one verdict
+    per (token digest, session). 1,000 idle streams cost one call per worker per grid period
+    instead of one per stream per 15 s."""
+
+    def __init__(
+        self,
+        slot: Callable[[], AbstractAsyncContextManager[Any]],
+        fetch: Callable[[None, list[tuple[bytes, str]]], Coroutine[Any, Any, list[str | None]]],
+    ) -> None:
+        self._batches = SlotBatches[None, tuple[bytes, str], list[str | None]](
+            slot, fetch, observe_feed_reauthorization
+        )
+
+    async def check(self, digest: bytes, session: str) -> str | None:
+        """None (may still read the session) or the SQLSTATE of the refusal."""
+        verdicts, index = await self._batches.submit(None, (digest, session))
+        return verdicts[index]
 
 
 class _Batch(Generic[T]):

@@ -136,6 +136,17 @@ class _ProcessMetrics:
             "Feed requests authorized by those calls (divided by calls: callers per round trip).",
             registry=target,
         )
+        self.feed_reauthorizations = Counter(
+            "control_plane_feed_reauthorizations",
+            "runtime_node_events_authorize_v2 calls that returned: the periodic re-checks of "
+            "idle SSE streams, one database round trip each.",
+            registry=target,
+        )
+        self.feed_reauthorized_streams = Counter(
+            "control_plane_feed_reauthorized_streams",
+            "Stream re-checks carried by those calls (divided by calls: streams per round trip).",
+            registry=target,
+        )
         # livesum: the sum over the workers that are alive (a dead worker's waiters are gone).
         subscribers = Gauge(
             "control_plane_feed_subscribers",
@@ -185,6 +196,12 @@ def observe_feed_own_read(callers: int) -> None:
     metrics = _process_metrics()
     metrics.feed_own_reads.inc()
     metrics.feed_own_read_callers.inc(callers)
+
+
+def observe_feed_reauthorization(streams: int) -> None:
+    metrics = _process_metrics()
+    metrics.feed_reauthorizations.inc()
+    metrics.feed_reauthorized_streams.inc(streams)
 
 
 def observe_heartbeat_batch(beats: int) -> None:

@@ -35,7 +35,16 @@ from control_plane.admission import AdmittedPool
 from control_plane.auth import Auth, auth_opt, is_admin, participant_digest
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.errors import DomainError, SqlStateRefusal
-from control_plane.feed import CoalescedReads, FeedHub, OwnReads, OwnVerdicts, Waiter
+from control_plane.feed import (
+    CoalescedReads,
+    FeedHub,
+    OwnReads,
+    OwnVerdicts,
+    PageKey,
+    Reauthorizations,
+    Waiter,
+    reauthorize_at,
+)
 from control_plane.http import json_response, path_uuid
 from control_plane.metrics import feed_subscriber, observe_feed_delivery
 from control_plane.schemas import EventsPage
@@ -65,6 +74,7 @@ _PARTICIPANT_SQL = "SELECT control_plane.runtime_node_events_read_v2($1, $2, $3,
 _BATCH_SQL = (
     "SELECT sqlstates, page FROM control_plane.runtime_node_events_read_batch_v2($1, $2, $3, $4)"
 )
+_AUTHORIZE_SQL = "SELECT control_plane.runtime_node_events_authorize_v2($1, $2)"
 _ADMIN_SQL = "SELECT control_plane.admin_session_events_v2($1, $2, $3)"
 # Refusals that end an SSE stream (the caller lost access, or must re-read the roster).
 CURSOR_EXPIRED = errors.SQLSTATE_ERRORS["CPG10"]
@@ -162,13 +172,22 @@ async def shared_fetch(
     return decode_page(str(text), MAX_LIMIT)
 
 
-async def own_fetch(
-    api_pool: asyncpg.Pool, digests: list[bytes], session: str, after: int | None, limit: int
-) -> OwnVerdicts:
+async def own_fetch(api_pool: asyncpg.Pool, key: PageKey, digests: list[bytes]) -> OwnVerdicts:
     """The fetch behind OwnReads: every caller's verdict and the page, in one call."""
+    session, after, limit = key
     row = await api_pool.fetchrow(_BATCH_SQL, digests, UUID(session), after, limit)
     assert row is not None  # a function with OUT parameters returns exactly one row
     return list(row["sqlstates"]), row["page"]
+
+
+async def authorize_fetch(
+    api_pool: asyncpg.Pool, _key: None, items: list[tuple[bytes, str]]
+) -> list[str | None]:
+    """The fetch behind Reauthorizations: one verdict per (token digest, session)."""
+    verdicts = await api_pool.fetchval(
+        _AUTHORIZE_SQL, [digest for digest, _ in items], [UUID(s) for _, s in items]
+    )
+    return list(verdicts)
 
 
 def _sqlstate(exc: Exception) -> str | None:
@@ -186,6 +205,7 @@ class _Reader:
     digest: bytes | None  # None: the admin token
     limit: int
     own: OwnReads
+    reauthorizations: Reauthorizations
     shared: CoalescedReads[Page]
     fresh_for: float  # seconds an own read's authorization is relied upon (the keep-alive)
     authorized_at: float = float("-inf")
@@ -204,6 +224,26 @@ class _Reader:
                 raise SqlStateRefusal(verdict)  # mapped like a raised SQLSTATE (problems.py)
         self.authorized_at = time.monotonic()
         return str(text)
+
+    @property
+    def reauthorize_at(self) -> float:
+        """When an idle stream re-checks the caller: within `fresh_for` of the last check, on
+        the worker's grid so that idle streams are re-checked together (feed.reauthorize_at)."""
+        if self.digest is None:  # the admin token's re-read: its own call, as before
+            return self.authorized_at + self.fresh_for
+        return reauthorize_at(self.authorized_at, self.fresh_for)
+
+    async def reauthorize(self, after: int) -> Page:
+        """An idle stream's periodic re-check (contract §9): the caller's token and membership
+        now, in one call with the worker's other streams due at the same instant; no events
+        are read (there is no news). The admin token re-reads (the session must still exist)."""
+        if self.digest is None:
+            return decode_page(await self.read(after), self.limit)
+        verdict = await self.reauthorizations.check(self.digest, str(self.session))
+        if verdict is not None:
+            raise SqlStateRefusal(verdict)
+        self.authorized_at = time.monotonic()
+        return Page([], after, False)
 
     async def follow(self, after: int) -> Page:
         """The events after `after` once woken, their delivery lag observed (/metrics)."""
@@ -271,6 +311,7 @@ async def events(request: Req, session_id: str) -> Response[EventsPage]:
         None if as_admin else participant_digest(authorization),
         limit,
         request.app.state.feed_own_reads,
+        request.app.state.feed_reauthorizations,
         request.app.state.feed_reads,
         keepalive,
     )
@@ -334,28 +375,33 @@ async def _stream(
                 waiter.take()
                 page = await _reread(reader, position)
                 continue
-            # Wait for news, at most until the next comment is due or the caller's last
-            # authorization check is `keepalive` old (then the re-read is the caller's own).
+            # Wait for news, at most until the next comment or the caller's re-check is due.
             now = time.monotonic()
-            until = min(next_comment, reader.authorized_at + keepalive)
+            recheck = reader.reauthorize_at
+            until = min(next_comment, recheck)
             woke = await _woken_with_news(waiter, position, max(0.0, until - now), until)
             if time.monotonic() >= next_comment:
                 yield ServerSentEventMessage(data=None, comment="keep-alive")
                 next_comment = time.monotonic() + keepalive
-            if not woke and time.monotonic() - reader.authorized_at < keepalive:
-                page = Page([], position, False)  # only the comment was due: no read
-                continue
-            # News, or the caller's authorization is `keepalive` old: read (then with the
-            # caller's own credentials, which re-checks them in SQL).
-            waiter.take()
-            page = await _reread(reader, position)
+            if woke:  # news: read (with the caller's own token if its check is due)
+                waiter.take()
+                page = await _reread(reader, position)
+            elif time.monotonic() >= recheck:  # idle: re-check the caller, read nothing
+                page = await _reread(reader, position, reauthorize=True)
+            else:
+                page = Page([], position, False)  # only the comment was due
 
 
-async def _reread(reader: _Reader, after: int) -> Page | None:
-    """The next page, or None when the stream must end (access lost, cursor expired). A
-    database outage keeps the stream open: the next tick tries again."""
+async def _reread(reader: _Reader, after: int, *, reauthorize: bool = False) -> Page | None:
+    """The next page (or, with `reauthorize`, only the caller's re-check), or None when the
+    stream must end (access lost, cursor expired). A database outage or a shed call keeps the
+    stream open: the next tick tries again."""
     try:
-        return await reader.follow(after)
+        return await (reader.reauthorize(after) if reauthorize else reader.follow(after))
+    except DomainError as exc:
+        if exc.kind is errors.UNAVAILABLE:
+            return Page([], after, False)
+        raise
     except (asyncpg.PostgresError, SqlStateRefusal) as exc:
         if _sqlstate(exc) in _STREAM_ENDING_SQLSTATES:
             return None

@@ -260,6 +260,55 @@ REVOKE ALL ON FUNCTION control_plane.runtime_node_events_read_v2(bytea, uuid, bi
 GRANT EXECUTE ON FUNCTION control_plane.runtime_node_events_read_v2(bytea, uuid, bigint, integer)
     TO control_plane_api;
 
+-- Who may read a session's feed, for many (token, session) pairs in one call: the periodic
+-- re-check of idle SSE streams (contract §9), batched per worker across sessions, and the
+-- verdicts of runtime_node_events_read_batch_v2.
+CREATE OR REPLACE FUNCTION control_plane.runtime_node_events_authorize_v2(
+    p_token_sha256s bytea[],
+    p_session_ids uuid[]
+)
+    RETURNS text[]
+    LANGUAGE plpgsql
+    STABLE SECURITY DEFINER
+    SET search_path = control_plane, pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan  -- re-planned on every call otherwise (docs/performance.md)
+AS $fn$
+DECLARE
+    v_sqlstates text[];
+BEGIN
+    IF p_token_sha256s IS NULL OR p_session_ids IS NULL
+       OR coalesce(array_ndims(p_token_sha256s), 1) <> 1
+       OR coalesce(array_ndims(p_session_ids), 1) <> 1
+       OR cardinality(p_token_sha256s) <> cardinality(p_session_ids) THEN
+        RAISE EXCEPTION 'token digests and session ids must be arrays of equal length'
+            USING ERRCODE = 'CP400';
+    END IF;
+    -- The refusals of runtime_node_events_read_v2, pair by pair and in its order.
+    SELECT coalesce(array_agg(
+               CASE WHEN c.participant_id IS NULL THEN 'CP401'
+                    WHEN NOT EXISTS (SELECT 1 FROM session_memberships m
+                                      WHERE m.session_id = c.session_id
+                                        AND m.participant_id = c.participant_id
+                                        AND m.state = 'active') THEN 'CP403'
+               END ORDER BY c.ord), '{}')
+      INTO v_sqlstates
+      FROM (SELECT i.ord, i.session_id, token_participant(i.token_sha256) AS participant_id
+              FROM unnest(p_token_sha256s, p_session_ids)
+                   WITH ORDINALITY AS i (token_sha256, session_id, ord)) c;
+    RETURN v_sqlstates;
+END
+$fn$;
+COMMENT ON FUNCTION control_plane.runtime_node_events_authorize_v2(bytea[], uuid[]) IS
+    'Who may read a session''s change feed, pair by pair: item i is (token digest i, session i); '
+    'the arrays must have equal length (else CP400). Returns one verdict per item, in order: '
+    'NULL (an active member of that session), CP401 (unknown, expired or revoked token), CP403 '
+    '(not an active member, or no such session) — runtime_node_events_read_v2''s refusals, '
+    'without reading events. The HTTP tier re-checks idle SSE streams with it (contract §9). '
+    'Writes nothing, takes no lock.';
+REVOKE ALL ON FUNCTION control_plane.runtime_node_events_authorize_v2(bytea[], uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION control_plane.runtime_node_events_authorize_v2(bytea[], uuid[])
+    TO control_plane_api;
+
 -- Own reads batched (control_plane/feed.py, OwnReads): the followers of a session that re-read
 -- the same page at the same moment (long-poll requests answered by one wake-up come back
 -- together) are authorized one by one and read the page once, in one round trip.
@@ -281,17 +330,8 @@ BEGIN
     IF p_token_sha256s IS NULL OR coalesce(array_ndims(p_token_sha256s), 1) <> 1 THEN
         RAISE EXCEPTION 'token digests must be a one-dimensional array' USING ERRCODE = 'CP400';
     END IF;
-    -- The refusals of runtime_node_events_read_v2, caller by caller and in its order.
-    SELECT coalesce(array_agg(
-               CASE WHEN c.participant_id IS NULL THEN 'CP401'
-                    WHEN NOT EXISTS (SELECT 1 FROM session_memberships m
-                                      WHERE m.session_id = p_session_id
-                                        AND m.participant_id = c.participant_id
-                                        AND m.state = 'active') THEN 'CP403'
-               END ORDER BY c.ord), '{}')
-      INTO sqlstates
-      FROM (SELECT i.ord, token_participant(i.token_sha256) AS participant_id
-              FROM unnest(p_token_sha256s) WITH ORDINALITY AS i (token_sha256, ord)) c;
+    sqlstates := runtime_node_events_authorize_v2(
+        p_token_sha256s, array_fill(p_session_id, ARRAY[cardinality(p_token_sha256s)]));
     IF array_position(sqlstates, NULL) IS NULL THEN
         RETURN;  -- nobody may read this session: no page, and nothing said about its feed
     END IF;

@@ -493,6 +493,37 @@ def test_sse_ends_when_the_callers_membership_is_suspended(
     assert r.status_code == 403
 
 
+def test_idle_streams_are_re_checked_together_and_each_ends_on_its_own_verdict(
+    feed: httpx.Client,
+    feed_server: ServerProcess,
+    make_member: Callable[..., Member],
+    add_member: Callable[..., dict[str, Any]],
+) -> None:
+    owners = [make_member() for _ in range(3)]  # three sessions
+    viewers = [make_member(o.session_id, role="viewer") for o in owners for _ in range(2)]
+    for o in owners:
+        attach(feed, o)
+    calls, streams = (
+        "control_plane_feed_reauthorizations_total",
+        "control_plane_feed_reauthorized_streams_total",
+    )
+    opened = [open_stream(feed_server.base_url, m) for m in owners + viewers]
+    for stream in opened:
+        assert stream.next_event()["event"] == "attached"
+    calls_before, streams_before = _metric(feed, calls), _metric(feed, streams)
+    time.sleep(KEEPALIVE_SECONDS * 3)  # idle: every stream is re-checked 3-4 times
+    checked = _metric(feed, streams) - streams_before
+    assert checked >= 2 * len(opened), "idle streams were not re-checked every keep-alive"
+    # On the worker's grid, the streams of all three sessions share each call.
+    assert _metric(feed, calls) - calls_before <= checked / 3
+    # One viewer loses access: its stream ends at the next re-check, the others stay open.
+    gone = viewers[0]
+    add_member(gone.session_id, gone.participant_id, role="viewer", state="suspended")
+    assert opened[len(owners)].ended.wait(KEEPALIVE_SECONDS * 10), "the stream outlived access"
+    time.sleep(KEEPALIVE_SECONDS * 2)
+    assert [s.ended.is_set() for s in opened].count(True) == 1
+
+
 def test_sse_ends_when_the_callers_token_is_revoked(
     feed: httpx.Client,
     feed_server: ServerProcess,

@@ -5,7 +5,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 -- Without control_plane on the path, domain types display schema-qualified, as written below.
 SET search_path = public, pg_catalog;
 
-SELECT plan(68);
+SELECT plan(70);
 
 -- The SQL API of docs/design.md, with its exact signatures and result types.
 CREATE TEMP TABLE api_functions (name text, args text[], returns text) ON COMMIT DROP;
@@ -28,6 +28,7 @@ INSERT INTO api_functions VALUES
     ('runtime_node_revoke', ARRAY['bytea', 'uuid', 'text', 'text'], 'void'),
     ('runtime_node_events_read_v2', ARRAY['bytea', 'uuid', 'bigint', 'integer'], 'text'),
     ('runtime_node_events_read_batch_v2', ARRAY['bytea[]', 'uuid', 'bigint', 'integer'], 'record'),
+    ('runtime_node_events_authorize_v2', ARRAY['bytea[]', 'uuid[]'], 'text[]'),
     ('runtime_node_events_read', ARRAY['bytea', 'uuid', 'bigint', 'integer'], 'jsonb'),
     ('admin_session_events_v2', ARRAY['uuid', 'bigint', 'integer'], 'text'),
     ('admin_session_events', ARRAY['uuid', 'bigint', 'integer'], 'jsonb'),

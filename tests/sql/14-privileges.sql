@@ -81,6 +81,7 @@ SELECT is(ARRAY(SELECT p.proname::text FROM pg_proc p
                  ORDER BY 1),
           ARRAY['ops_metrics', 'ops_status',
                 'runtime_node_attach', 'runtime_node_declare', 'runtime_node_detach',
+                'runtime_node_events_authorize_v2',
                 'runtime_node_events_read', 'runtime_node_events_read_batch_v2',
                 'runtime_node_events_read_v2',
                 'runtime_node_heartbeat_batch', 'runtime_node_revoke', 'runtime_node_roster',

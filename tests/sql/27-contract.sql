@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(88);
+SELECT plan(94);
 
 CREATE TEMP TABLE api_fn (sig text PRIMARY KEY);
 INSERT INTO api_fn VALUES
@@ -19,6 +19,7 @@ INSERT INTO api_fn VALUES
     ('control_plane.runtime_node_events_read(bytea,uuid,bigint,integer)'),
     ('control_plane.runtime_node_events_read_v2(bytea,uuid,bigint,integer)'),
     ('control_plane.runtime_node_events_read_batch_v2(bytea[],uuid,bigint,integer)'),
+    ('control_plane.runtime_node_events_authorize_v2(bytea[],uuid[])'),
     ('control_plane.runtime_node_roster(bytea,uuid)'),
     ('control_plane.runtime_node_roster_v2(bytea,uuid)'),
     ('control_plane.runtime_node_revoke(bytea,uuid,text,text)');

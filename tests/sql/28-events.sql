@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 \ir _lifecycle_fixtures.psql
 
-SELECT plan(145);
+SELECT plan(150);
 
 -- The fixture's events, newest last, and the newest one of a node.
 CREATE FUNCTION pg_temp.evs() RETURNS SETOF control_plane.runtime_node_events
@@ -374,6 +374,21 @@ SELECT throws_ok(format($$SELECT * FROM control_plane.runtime_node_events_read_b
                         pg_temp.d('ann'), pg_temp.s('s1')), 'CP400', NULL, 'batch: a negative cursor → 400');
 SELECT throws_ok(format($$SELECT * FROM control_plane.runtime_node_events_read_batch_v2(NULL, %L, NULL, 10)$$,
                         pg_temp.s('s1')), 'CP400', NULL, 'batch: no array → 400');
+
+-- runtime_node_events_authorize_v2: the same refusals pair by pair, any sessions -------------------
+SELECT is(control_plane.runtime_node_events_authorize_v2(
+              ARRAY[pg_temp.d('vic'), pg_temp.d('ann'), pg_temp.d('out'), sha256('nobody'::bytea),
+                    pg_temp.d('pam'), pg_temp.d('ann'), pg_temp.d('ann')],
+              ARRAY[pg_temp.s('s1'), pg_temp.s('s2'), pg_temp.s('s1'), pg_temp.s('s1'),
+                    pg_temp.s('s1'), gen_random_uuid(), pg_temp.s('s1')]),
+          ARRAY[NULL, NULL, 'CP403', 'CP401', 'CP403', 'CP403', NULL]::text[],
+          'authorize: one verdict per (token, session), in order');
+SELECT is(control_plane.runtime_node_events_authorize_v2(ARRAY[]::bytea[], ARRAY[]::uuid[]),
+          ARRAY[]::text[], 'authorize: nothing asked, nothing answered');
+SELECT throws_ok(format($$SELECT control_plane.runtime_node_events_authorize_v2(ARRAY[%L::bytea], ARRAY[]::uuid[])$$,
+                        pg_temp.d('ann')), 'CP400', NULL, 'authorize: arrays of different lengths → 400');
+SELECT throws_ok($$SELECT control_plane.runtime_node_events_authorize_v2(NULL, NULL)$$, 'CP400', NULL,
+                 'authorize: no arrays → 400');
 SELECT is(pg_temp.fp(), :'fp9', 'batched reads write nothing');
 
 -- admin_session_events ------------------------------------------------------------------------------
@@ -473,6 +488,9 @@ SELECT ok(has_function_privilege('control_plane_api',
 SELECT ok(has_function_privilege('control_plane_api',
               'control_plane.runtime_node_events_read_batch_v2(bytea[],uuid,bigint,integer)', 'EXECUTE'),
           'the API role may read it for several callers at once');
+SELECT ok(has_function_privilege('control_plane_api',
+              'control_plane.runtime_node_events_authorize_v2(bytea[],uuid[])', 'EXECUTE'),
+          'and re-check many followers at once');
 SELECT is(ARRAY(SELECT a.grantee::regrole::text FROM pg_proc p, aclexplode(p.proacl) a
                  WHERE p.oid = 'control_plane.admin_session_events_v2(uuid,bigint,integer)'::regprocedure
                    AND a.grantee <> p.proowner ORDER BY 1),
