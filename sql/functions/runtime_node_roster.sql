@@ -5,13 +5,14 @@
 -- Shaped for cost (docs/performance.md, "Roster"): each attachment's stored fields are already
 -- rendered (roster_entry, kept by a trigger when the row is written: migration 0010), so a read
 -- appends only what it derives — presence health and the read-only verdict — and joins the
--- entries as text. The floor is read once and the verdict is the inlined version_below_floor
--- expression; presence is one index probe per slot (LATERAL … LIMIT 1: never a hash of the
--- whole presence table; the hash index of migration 0012 answers it); the "active elsewhere?" probe runs only for inactive slots. The
--- attachments are read in the order of the roster index (session_id, attached_at, node_id) and
--- joined in that order: no sort (the aggregate's ORDER BY sorted the rendered entries, ~10 % of
--- a roster's CPU on PostgreSQL 15; a bitmap scan would need that sort too). The result is text,
--- not json: json's input check would re-parse the whole document.
+-- entries as text. The floor's version key is computed once per call and each row's verdict is
+-- the inlined version_key_below expression (the floor is not parsed again per row); presence is
+-- one index probe per slot (LATERAL … LIMIT 1: never a hash of the whole presence table; the
+-- hash index of migration 0012 answers it); the "active elsewhere?" probe runs only for
+-- inactive slots. The attachments are read in the order of the roster index (session_id,
+-- attached_at, node_id) and joined in that order: no sort (the aggregate's ORDER BY sorted the
+-- rendered entries, ~10 % of a roster's CPU on PostgreSQL 15; a bitmap scan would need that
+-- sort too). The result is text, not json: json's input check would re-parse the whole document.
 CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster_of(p_session_id uuid)
     RETURNS text
     LANGUAGE plpgsql
@@ -21,9 +22,10 @@ CREATE OR REPLACE FUNCTION control_plane.runtime_node_roster_of(p_session_id uui
     SET enable_bitmapscan = off  -- the ordered index scan, not a bitmap scan and a sort (above)
 AS $fn$
 DECLARE
-    v_floor client_version;
+    v_floor_key numeric[];
 BEGIN
-    SELECT s.min_client_version INTO v_floor FROM sessions s WHERE s.id = p_session_id;
+    SELECT version_key(s.min_client_version) INTO v_floor_key
+      FROM sessions s WHERE s.id = p_session_id;
     -- revision: read in the same snapshot as the nodes (a STABLE function's statements share
     -- the calling query's snapshot), so the list includes exactly the events up to it.
     RETURN '{"revision":' || runtime_node_events_revision() || ',"nodes":[' || coalesce((
@@ -43,7 +45,7 @@ BEGIN
                                 || ',"lastHeartbeatAt":' || json_timestamp_utc(p.last_heartbeat_at)
                            ELSE ',"healthState":null,"lastHeartbeatAt":null'
                       END
-                   || CASE WHEN version_below_floor(a.client_version, v_floor)
+                   || CASE WHEN version_key_below(version_key(a.client_version), v_floor_key)
                            THEN ',"readOnly":true}' ELSE ',"readOnly":false}'
                       END AS entry
           FROM runtime_node_attachments a

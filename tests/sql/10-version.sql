@@ -4,7 +4,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 
-SELECT plan(48);
+SELECT plan(56);
 
 -- The domain -------------------------------------------------------------------------------------
 SELECT has_domain('control_plane', 'client_version', 'client_version is a domain');
@@ -74,6 +74,26 @@ SELECT is(version_below_floor('1.10', '1.9'), false, '1.10 is above a 1.9 floor'
 SELECT is(version_below_floor('9.9', '10.0'), true, '9.9 is below a 10.0 floor');
 SELECT is(version_below_floor('123456789012345678901234567890.0', '123456789012345678901234567890.1'),
           true, 'arbitrary precision below the floor');
+
+-- version_key: the one definition of the order --------------------------------------------------
+SELECT is(version_key('10.2'), ARRAY[10, 2]::numeric[], 'the key is (major, minor) as numerics');
+SELECT ok(version_key('1.10') > version_key('1.9') AND version_key('10.0') > version_key('9.0'),
+          'keys order numerically, the major first');
+SELECT is(version_key(NULL), NULL, 'a NULL version has no key (not {NULL,NULL}, which sorts last)');
+SELECT is(version_key_below(version_key('1.9'), version_key('1.10')), true,
+          'version_key_below: below the floor''s key');
+SELECT is(version_key_below(version_key('1.10'), version_key('1.10')), false,
+          'version_key_below: equal is not below');
+SELECT is(version_key_below(version_key('0.0'), NULL), false, 'version_key_below: no floor key');
+SELECT is((SELECT count(*) FROM (VALUES ('0.0'), ('0.9'), ('1.9'), ('1.10'), ('2.0'), ('10.0'),
+                                        ('123456789012345678901234567890.1')) a (v),
+                                (VALUES ('0.0'), ('1.10'), ('9.0'), ('123456789012345678901234567890.0')) f (v)
+            WHERE version_below_floor(a.v, f.v)
+                  IS DISTINCT FROM version_key_below(version_key(a.v), version_key(f.v))
+               OR version_below_floor(a.v, f.v) IS DISTINCT FROM (version_compare(a.v, f.v) < 0)),
+          0::bigint, 'version_below_floor, version_key_below and version_compare agree');
+SELECT is(version_below_floor('1.0', NULL), version_key_below(version_key('1.0'), version_key(NULL)),
+          'and agree on a NULL floor');
 
 -- The domain guards storage: a malformed floor can never be stored.
 SELECT throws_ok($$INSERT INTO control_plane.sessions (min_client_version) VALUES ('1.0.0')$$,

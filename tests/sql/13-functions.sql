@@ -80,7 +80,9 @@ SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                 'control_plane.runtime_node_event_json(control_plane.runtime_node_events)',
                 'control_plane.slot_is_active(text)',
                 'control_plane.version_below_floor(text,text)',
-                'control_plane.version_compare(text,text)'],
+                'control_plane.version_compare(text,text)',
+                'control_plane.version_key(text)',
+                'control_plane.version_key_below(numeric[],numeric[])'],
           'only the inlinable helpers rely on a SQL-standard body instead of a SET');
 
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
