@@ -7,9 +7,8 @@
 -- appends only what it derives — presence health and the read-only verdict — and joins the
 -- entries as text. The floor's version key is computed once per call and each row's verdict is
 -- the inlined version_key_below expression (the floor is not parsed again per row); presence is
--- one index probe per slot (LATERAL … LIMIT 1: never a hash of the whole presence table; the
--- hash index of migration 0012 answers it); the "active elsewhere?" probe runs only for
--- inactive slots. The attachments are read in the order of the roster index (session_id,
+-- one primary-key probe per slot (LATERAL … LIMIT 1: never a hash of the whole presence
+-- table); the "active elsewhere?" probe runs only for inactive slots. The attachments are read in the order of the roster index (session_id,
 -- attached_at, node_id) and joined in that order: no sort (the aggregate's ORDER BY sorted the
 -- rendered entries, ~10 % of a roster's CPU on PostgreSQL 15; a bitmap scan would need that
 -- sort too). The result is text, not json: json's input check would re-parse the whole document.

@@ -7,7 +7,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET search_path = control_plane, public, pg_catalog;
 
-SELECT plan(183);
+SELECT plan(181);
 
 -- Columns and types ----------------------------------------------------------------------------
 SELECT has_schema('control_plane');
@@ -170,14 +170,6 @@ SELECT throws_ok(format('INSERT INTO runtime_node_presence (node_id, last_heartb
 SELECT throws_ok(format('INSERT INTO runtime_node_presence (node_id, last_heartbeat_at, health_state) VALUES (%L, NULL, %L)',
                         'pgtap-11-' || gen_random_uuid(), 'online'),
                  '23502', NULL, 'presence.last_heartbeat_at is NOT NULL');
-
--- Presence is probed by node through a hash index (the roster; migration 0012) -------------------
-SELECT is((SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam
-            WHERE c.oid = 'control_plane.runtime_node_presence_node_hash'::regclass),
-          'hash', 'presence has a hash index on node_id');
-SELECT is((SELECT pg_get_indexdef(i.indexrelid, 1, true) FROM pg_index i
-            WHERE i.indexrelid = 'control_plane.runtime_node_presence_node_hash'::regclass),
-          'node_id', 'on node_id alone');
 
 -- The two unique indexes on attachments --------------------------------------------------------
 SELECT has_index('control_plane', 'runtime_node_attachments', 'runtime_node_attachments_one_active',
