@@ -13,7 +13,7 @@ from control_plane import problems
 from control_plane.admission import RequestClass
 from control_plane.config import MAX_BODY_BYTES, Settings, load_settings
 from control_plane.database import create_admin_pool, create_pool
-from control_plane.feed import CoalescedReads, FeedHub, OwnReads, Reauthorizations
+from control_plane.feed import FeedHub, OwnReads, Reauthorizations, SharedReads
 from control_plane.gc_tuning import tune_gc
 from control_plane.heartbeats import HeartbeatCoalescer
 from control_plane.methods import ControlPlaneApp
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # only followers whose own authorization is fresh are handed its results
         # (routes/events.py).
         api_pool, admin_pool = app.state.pool, app.state.admin_pool
-        app.state.feed_reads = CoalescedReads(
+        app.state.feed_reads = SharedReads(
             lambda session, after, digest: shared_fetch(
                 api_pool, admin_pool, session, after, digest
             )

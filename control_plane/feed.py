@@ -203,45 +203,6 @@ class FeedHub:
             await asyncio.sleep(delay * random.uniform(1.0, 1.5))
 
 
-class CoalescedReads(Generic[T]):
-    """Reads of one session's feed that are due at the same moment (the followers one NOTIFY
-    woke) become one database call, after the smallest of their cursors; each caller then keeps
-    the events after its own cursor. The call is made with the credential of the batch's first
-    caller (a participant's token digest, or None for the admin token) and the fetch is the
-    caller's (routes/events.py): the data always comes from the table and every read is an
-    authorized API call; only the round trips are shared. Admin and participant followers
-    never share a batch, so participant traffic never runs under the admin role."""
-
-    def __init__(self, fetch: Callable[[str, int, bytes | None], Coroutine[Any, Any, T]]) -> None:
-        self._fetch = fetch
-        self._pending: dict[tuple[str, bool], _Batch[T]] = {}
-        self.calls = 0  # database calls made (bench, metrics)
-
-    async def read(self, session: str, after: int, credential: bytes | None) -> T:
-        loop = asyncio.get_running_loop()
-        key = (session, credential is None)
-        batch = self._pending.get(key)
-        if batch is None:
-            batch = _Batch(after, credential, loop.create_future())
-            self._pending[key] = batch
-            # Started at the end of this loop iteration: every follower woken by the same
-            # notification has resumed by then and joined the batch.
-            loop.call_soon(self._start, key, batch)
-        elif after < batch.after:
-            batch.after = after
-        # shield: one follower going away must not cancel the read the others wait for.
-        return await asyncio.shield(batch.future)
-
-    def _start(self, key: tuple[str, bool], batch: _Batch[T]) -> None:
-        if self._pending.get(key) is batch:
-            del self._pending[key]
-        self.calls += 1
-        task: asyncio.Task[T] = asyncio.get_running_loop().create_task(
-            self._fetch(key[0], batch.after, batch.credential)
-        )
-        task.add_done_callback(batch.settle)
-
-
 K = TypeVar("K")
 Item = TypeVar("Item")
 MAX_SLOT_BATCH = 1000  # items per call; beyond, a second batch opens
@@ -259,7 +220,7 @@ class SlotBatches(Generic[K, Item, T]):
         self,
         slot: Callable[[], AbstractAsyncContextManager[Any]],
         fetch: Callable[[K, list[Item]], Coroutine[Any, Any, T]],
-        observe: Callable[[int], None],
+        observe: Callable[[int], None],  # items per call that returned (metrics)
     ) -> None:
         self._slot = slot
         self._fetch = fetch
@@ -342,6 +303,34 @@ class OwnReads:
         return verdicts[index], page
 
 
+# A shared read's key: the session, and whether its followers hold the admin token (admin and
+# participant followers never share a call, so participant traffic never runs under the admin
+# role). Its items: each follower's cursor and credential (a token digest, None for the admin).
+SharedKey = tuple[str, bool]
+SharedItem = tuple[int, bytes | None]
+
+
+class SharedReads(Generic[T]):
+    """Reads of one session's feed due at the same moment (the followers one NOTIFY woke)
+    become one database call after the smallest of their cursors, made with the credential of
+    the batch's first follower; each follower then keeps the events after its own cursor
+    (routes/events.py). The data always comes from the table and every read is an authorized
+    API call; only the round trips are shared. Not behind an admission slot: woken reads are
+    bounded by the notifications, not by requests."""
+
+    def __init__(self, fetch: Callable[[str, int, bytes | None], Coroutine[Any, Any, T]]) -> None:
+        async def fetch_batch(key: SharedKey, items: list[SharedItem]) -> T:
+            return await fetch(key[0], min(after for after, _ in items), items[0][1])
+
+        self._batches = SlotBatches[SharedKey, SharedItem, T](
+            contextlib.nullcontext, fetch_batch, lambda _: None
+        )
+
+    async def read(self, session: str, after: int, credential: bytes | None) -> T:
+        page, _ = await self._batches.submit((session, credential is None), (after, credential))
+        return page
+
+
 # The re-authorization of idle SSE streams happens on a grid shared by the worker's streams, so
 # that they are due together and one call re-checks them all, whatever their sessions.
 REAUTHORIZE_GRID_PARTS = 3  # grid period: the keep-alive interval / 3
@@ -374,24 +363,6 @@ class Reauthorizations:
         """None (may still read the session) or the SQLSTATE of the refusal."""
         verdicts, index = await self._batches.submit(None, (digest, session))
         return verdicts[index]
-
-
-class _Batch(Generic[T]):
-    __slots__ = ("after", "credential", "future")
-
-    def __init__(self, after: int, credential: bytes | None, future: asyncio.Future[T]) -> None:
-        self.after = after
-        self.credential = credential
-        self.future = future
-
-    def settle(self, task: asyncio.Task[T]) -> None:
-        if task.cancelled():
-            self.future.cancel()
-        elif (exc := task.exception()) is not None:
-            self.future.set_exception(exc)
-            self.future.add_done_callback(_retrieve)  # no "never retrieved" if all left
-        else:
-            self.future.set_result(task.result())
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

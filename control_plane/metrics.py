@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,19 @@ def _multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
+@dataclass(frozen=True, slots=True)
+class BatchCounters:
+    """A batched database call's pair: calls that returned, and the items they carried (their
+    ratio is items per round trip)."""
+
+    calls: Any
+    items: Any
+
+    def observe(self, items: int) -> None:
+        self.calls.inc()
+        self.items.inc(items)
+
+
 class _ProcessMetrics:
     """The request counter and histogram and the coalescer counters. In multiprocess mode their
     values live in the shared files (registry=None); else in `registry`."""
@@ -115,37 +129,34 @@ class _ProcessMetrics:
             buckets=LATENCY_BUCKETS,
             registry=target,
         )
-        self.heartbeat_batches = Counter(
+
+        def batch_counters(
+            calls: str, call_help: str, items: str, items_help: str
+        ) -> BatchCounters:
+            return BatchCounters(
+                Counter(calls, call_help, registry=target),
+                Counter(items, items_help, registry=target),
+            )
+
+        self.heartbeat_batch = batch_counters(
             "control_plane_heartbeat_batches",
             "runtime_node_heartbeat_batch calls that returned (one database round trip each).",
-            registry=target,
-        )
-        self.heartbeat_batch_beats = Counter(
             "control_plane_heartbeat_batch_beats",
             "Heartbeats carried by those calls (divided by batches: beats per round trip).",
-            registry=target,
         )
-        self.feed_own_reads = Counter(
+        self.feed_own_read = batch_counters(
             "control_plane_feed_own_reads",
             "runtime_node_events_read_batch_v2 calls that returned: the change feed's own "
             "(authorizing) reads, one database round trip each.",
-            registry=target,
-        )
-        self.feed_own_read_callers = Counter(
             "control_plane_feed_own_read_callers",
             "Feed requests authorized by those calls (divided by calls: callers per round trip).",
-            registry=target,
         )
-        self.feed_reauthorizations = Counter(
+        self.feed_reauthorization = batch_counters(
             "control_plane_feed_reauthorizations",
             "runtime_node_events_authorize_v2 calls that returned: the periodic re-checks of "
             "idle SSE streams, one database round trip each.",
-            registry=target,
-        )
-        self.feed_reauthorized_streams = Counter(
             "control_plane_feed_reauthorized_streams",
             "Stream re-checks carried by those calls (divided by calls: streams per round trip).",
-            registry=target,
         )
         # livesum: the sum over the workers that are alive (a dead worker's waiters are gone).
         subscribers = Gauge(
@@ -193,21 +204,15 @@ def observe_feed_delivery(lag_seconds: float) -> None:
 
 
 def observe_feed_own_read(callers: int) -> None:
-    metrics = _process_metrics()
-    metrics.feed_own_reads.inc()
-    metrics.feed_own_read_callers.inc(callers)
+    _process_metrics().feed_own_read.observe(callers)
 
 
 def observe_feed_reauthorization(streams: int) -> None:
-    metrics = _process_metrics()
-    metrics.feed_reauthorizations.inc()
-    metrics.feed_reauthorized_streams.inc(streams)
+    _process_metrics().feed_reauthorization.observe(streams)
 
 
 def observe_heartbeat_batch(beats: int) -> None:
-    metrics = _process_metrics()
-    metrics.heartbeat_batches.inc()
-    metrics.heartbeat_batch_beats.inc(beats)
+    _process_metrics().heartbeat_batch.observe(beats)
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:

@@ -36,12 +36,12 @@ from control_plane.auth import Auth, auth_opt, is_admin, participant_digest
 from control_plane.database import CONNECTION_ERRORS
 from control_plane.errors import DomainError, SqlStateRefusal
 from control_plane.feed import (
-    CoalescedReads,
     FeedHub,
     OwnReads,
     OwnVerdicts,
     PageKey,
     Reauthorizations,
+    SharedReads,
     Waiter,
     reauthorize_at,
 )
@@ -162,7 +162,7 @@ def decode_page(text: str, limit: int) -> Page:
 async def shared_fetch(
     api_pool: asyncpg.Pool, admin_pool: asyncpg.Pool, session: str, after: int, digest: bytes | None
 ) -> Page:
-    """The fetch behind CoalescedReads: one page for every follower of `session` in this worker
+    """The fetch behind SharedReads: one page for every follower of `session` in this worker
     whose authorization is fresh, read with the first follower's own credential — the API role
     and a member's token for participants, the admin role only for admin-token followers."""
     if digest is None:
@@ -206,7 +206,7 @@ class _Reader:
     limit: int
     own: OwnReads
     reauthorizations: Reauthorizations
-    shared: CoalescedReads[Page]
+    shared: SharedReads[Page]
     fresh_for: float  # seconds an own read's authorization is relied upon (the keep-alive)
     authorized_at: float = float("-inf")
 
